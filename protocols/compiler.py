@@ -1,0 +1,236 @@
+"""Compiling protocols against a station into a plan. Pure: no I/O, no clocks, no instruments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .cycling import (
+    ChargeStep,
+    CurrentSpec,
+    CyclingProtocol,
+    DischargeStep,
+    LoopStep,
+    RestStep,
+    ScheduleStep,
+    Step as CyclingStepSpec,
+)
+from .errors import InputError
+from .exsy import MAX_EXPNO, VtExsyProtocol
+from .loader import Protocol
+from .plan import Acquire2D, CyclerStep, MoveTemperature, Plan, Step, WaitStable
+from .station import StationSpec
+from .timing import exsy_acquisition_s, ramp_s
+
+NMR_LANE = "nmr"
+# planning assumption for a discharge that ends on voltage: it returns this share of the charge
+PLANNED_COULOMBIC_EFFICIENCY = 0.996
+
+
+def cycler_lane(channel: str) -> str:
+    return f"cycler:{channel}"
+
+
+def compile_plan(
+    protocols: Sequence[Protocol],
+    station: StationSpec,
+    sources: Sequence[str | Path | None] | None = None,
+) -> Plan:
+    """Turn protocols into one plan of steps on the station's instruments, checking station limits."""
+    sources = list(sources) if sources is not None else [None] * len(protocols)
+    steps: list[Step] = []
+    used_lanes: dict[str, str] = {}
+    for protocol, source in zip(protocols, sources):
+        if isinstance(protocol, VtExsyProtocol):
+            lane = NMR_LANE
+            new = _compile_exsy(protocol, station, source, start_index=len(steps))
+        else:
+            lane = cycler_lane(protocol.cell.channel)
+            new = _compile_cycling(protocol, station, source, start_index=len(steps))
+        if lane in used_lanes:
+            raise InputError(source, "cell.channel" if lane != NMR_LANE else "kind", lane,
+                             f"the instrument is already used by protocol {used_lanes[lane]!r} in this run")
+        used_lanes[lane] = protocol.name
+        steps.extend(new)
+    return Plan(protocols=[p.name for p in protocols], station=station.name, steps=steps)
+
+
+def order_temperatures(temperatures_k: list[float], policy: str, start_k: float) -> list[int]:
+    """Indices of the temperatures in the order they will be visited."""
+    indices = list(range(len(temperatures_k)))
+    if policy == "ascending":
+        return sorted(indices, key=lambda i: temperatures_k[i])
+    if policy == "descending":
+        return sorted(indices, key=lambda i: -temperatures_k[i])
+    if policy == "shortest-ramp":
+        lo, hi = min(temperatures_k), max(temperatures_k)
+        up_first = abs(hi - start_k) + (hi - lo)
+        down_first = abs(start_k - lo) + (hi - lo)
+        ascending = sorted(indices, key=lambda i: temperatures_k[i])
+        return ascending if down_first <= up_first else ascending[::-1]
+    return indices
+
+
+def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+    if station.spectrometer is None:
+        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
+    if station.vt is None:
+        raise InputError(source, "temperatures", None, f"station {station.name!r} has no VT unit")
+    vt = station.vt
+    grid = p.grid()
+    for i, (temperature_k, _) in enumerate(grid):
+        if not vt.limits.min_k <= temperature_k <= vt.limits.max_k:
+            field = f"points[{i}].temperature" if p.points is not None else f"temperatures[{i}]"
+            raise InputError(source, field, f"{temperature_k:g} K",
+                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    acq = p.acquisition
+    ramp = vt.planned_ramp_k_per_min
+    eq = p.equilibration
+    order = order_temperatures([t for t, _ in grid], p.temperature_order, vt.ambient_k)
+    steps: list[Step] = []
+    current_k = vt.ambient_k
+    n_acq = 0
+
+    def add(step_cls, **fields) -> None:
+        steps.append(step_cls(index=start_index + len(steps), lane=NMR_LANE, protocol=p.name, **fields))
+
+    for block, i_t in enumerate(order):
+        temperature_k, mixing_times = grid[i_t]
+        add(MoveTemperature, label=f"move to {temperature_k:.1f} K", temperature_k=temperature_k, from_k=current_k,
+            ramp_k_per_min=ramp, estimate_s=ramp_s(current_k, temperature_k, ramp))
+        settle_s = vt.settle_estimate_s if abs(temperature_k - current_k) > eq.tolerance_k else 0.0
+        add(WaitStable, label=f"stable at {temperature_k:.1f} K", temperature_k=temperature_k, tolerance_k=eq.tolerance_k,
+            hold_s=eq.hold_s, timeout_s=eq.timeout_s, estimate_s=eq.hold_s + settle_s)
+        current_k = temperature_k
+        for j, mixing_time_s in enumerate(mixing_times):
+            if p.expno.per_temperature_block is not None:
+                if j >= p.expno.per_temperature_block:
+                    raise InputError(source, "expno.per_temperature_block", p.expno.per_temperature_block,
+                                     f"{len(mixing_times)} mixing times at {temperature_k:g} K do not fit in a block")
+                expno = p.expno.start + block * p.expno.per_temperature_block + j
+            else:
+                expno = p.expno.start + n_acq
+            if expno > MAX_EXPNO:
+                raise InputError(source, "expno.start", p.expno.start, f"the series needs expno {expno} > {MAX_EXPNO}")
+            estimate_s = exsy_acquisition_s(
+                ns=acq.ns, ds=acq.ds, td1=acq.td1, td2=acq.td2, d1_s=acq.d1_s, mixing_time_s=mixing_time_s,
+                in0_s=acq.t1_increment_s, sw_ppm=acq.sw_ppm, sfo1_mhz=acq.sfo1_mhz, fn_mode=acq.fn_mode,
+                overhead_s=station.spectrometer.acquisition_overhead_s,
+            )
+            title = p.title.format(name=p.name, dataset=p.dataset, temperature_k=temperature_k,
+                                   mixing_time_s=mixing_time_s, expno=expno)
+            add(Acquire2D, label=f"EXSY {temperature_k:.1f} K, tmix {mixing_time_s:g} s -> expno {expno}",
+                estimate_s=estimate_s, dataset=p.dataset, expno=expno, template_name=p.template.name,
+                template_expno=p.template.expno, temperature_k=temperature_k, mixing_time_s=mixing_time_s,
+                ns=acq.ns, ds=acq.ds, td1=acq.td1, td2=acq.td2, d1_s=acq.d1_s, in0_s=acq.t1_increment_s,
+                sw_ppm=acq.sw_ppm, sfo1_mhz=acq.sfo1_mhz, fn_mode=acq.fn_mode, pulprog=acq.pulprog,
+                mas_rate_hz=acq.mas_rate_hz, title=title, on_collision=p.expno.on_collision,
+                on_vt_excursion=p.on_vt_excursion, excursion_tolerance_k=p.excursion_tolerance_k,
+                tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
+            n_acq += 1
+    expnos = [s.expno for s in steps if isinstance(s, Acquire2D)]
+    if len(set(expnos)) != len(expnos):
+        raise InputError(source, "expno", None, "the expno scheme gives two points the same expno")
+    return steps
+
+
+class _CellState:
+    """What the planner assumes about the cell between steps (for estimates only)."""
+
+    def __init__(self) -> None:
+        self.cycle = 0
+        self.charged_ah = 0.0
+
+
+def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+    channel = p.cell.channel
+    cycler = station.cyclers.get(channel)
+    if cycler is None:
+        raise InputError(source, "cell.channel", channel,
+                         f"station {station.name!r} has no cycler channel of that name (has: {', '.join(station.cyclers) or 'none'})")
+    limits = p.limits
+    if limits.current_max_a > cycler.current_max_a:
+        raise InputError(source, "limits.current_max", f"{limits.current_max_a * 1e3:g} mA",
+                         f"above the instrument's range {cycler.current_max_a * 1e3:g} mA (station {station.name!r})")
+    if limits.voltage_min_v < cycler.voltage_min_v or limits.voltage_max_v > cycler.voltage_max_v:
+        raise InputError(source, "limits", f"{limits.voltage_min_v:g}..{limits.voltage_max_v:g} V",
+                         f"outside the instrument's range {cycler.voltage_min_v:g}..{cycler.voltage_max_v:g} V")
+    mass_g = p.cell.active_mass_g
+    theoretical_ah = p.cell.theoretical_capacity_mah_g * mass_g * 1e-3
+    capacity_max_ah = limits.capacity_max_mah_g * mass_g * 1e-3 if limits.capacity_max_mah_g is not None else None
+    state = _CellState()
+    steps: list[Step] = []
+
+    def add(mode: str, current: CurrentSpec | None, label: str, *, capacity_ah: float | None = None,
+            voltage_v: float | None = None, time_s: float | None = None) -> None:
+        current_a = current.current_a_for(p.cell) if current is not None else 0.0
+        if current_a > cycler.current_max_a:
+            raise InputError(source, "steps", label,
+                             f"current {current_a * 1e3:.4g} mA is above the instrument's range {cycler.current_max_a * 1e3:g} mA")
+        if mode == "charge":
+            state.cycle += 1
+            planned_ah = min(x for x in (capacity_ah, theoretical_ah - state.charged_ah) if x is not None)
+            planned_ah = max(planned_ah, 0.0)
+            state.charged_ah = planned_ah
+        elif mode == "discharge":
+            planned_ah = capacity_ah if capacity_ah is not None else state.charged_ah * PLANNED_COULOMBIC_EFFICIENCY
+            state.charged_ah = 0.0
+        else:
+            planned_ah = 0.0
+        estimate_s = planned_ah / current_a * 3600.0 if current_a > 0 else 0.0
+        if time_s is not None:
+            estimate_s = min(estimate_s, time_s) if current_a > 0 else time_s
+        steps.append(CyclerStep(
+            index=start_index + len(steps), lane=cycler_lane(channel), protocol=p.name,
+            label=f"cycle {max(state.cycle, 1)}: {label}", estimate_s=estimate_s, channel=channel, cell=p.cell.name,
+            cycle=max(state.cycle, 1), mode=mode, current_a=current_a, end_capacity_ah=capacity_ah,
+            end_voltage_v=voltage_v, end_time_s=time_s, sample_interval_s=p.sample_interval_s,
+            voltage_min_v=limits.voltage_min_v, voltage_max_v=limits.voltage_max_v,
+            current_max_a=limits.current_max_a, capacity_max_ah=capacity_max_ah,
+            temperature_max_k=limits.temperature_max_k, on_resume=p.on_resume,
+        ))
+
+    def cc(mode: str, spec, what: str) -> None:
+        until = spec.until
+        capacities = [c for c in (until.capacity_ah,
+                                  until.specific_capacity_mah_g * mass_g * 1e-3 if until.specific_capacity_mah_g else None)
+                      if c is not None]
+        capacity_ah = min(capacities) if capacities else None
+        ends = []
+        if until.specific_capacity_mah_g:
+            ends.append(f"{until.specific_capacity_mah_g:g} mAh/g")
+        if until.capacity_ah:
+            ends.append(f"{until.capacity_ah * 1e3:g} mAh")
+        if until.voltage_v is not None:
+            ends.append(f"{until.voltage_v:g} V")
+        if until.time_s:
+            ends.append(f"{until.time_s:g} s")
+        add(mode, spec, f"{what} to {' or '.join(ends)}", capacity_ah=capacity_ah, voltage_v=until.voltage_v,
+            time_s=until.time_s)
+
+    def walk(items: list[CyclingStepSpec]) -> None:
+        for item in items:
+            if isinstance(item, ChargeStep):
+                cc("charge", item.charge, "charge")
+            elif isinstance(item, DischargeStep):
+                cc("discharge", item.discharge, "discharge")
+            elif isinstance(item, RestStep):
+                add("rest", None, f"rest {item.rest.duration_s:g} s", time_s=item.rest.duration_s)
+            elif isinstance(item, ScheduleStep):
+                s = item.fixed_capacity_schedule
+                for capacity_mah_g in s.capacities_mah_g:
+                    add("charge", s.charge, f"charge to {capacity_mah_g:g} mAh/g",
+                        capacity_ah=capacity_mah_g * mass_g * 1e-3, voltage_v=s.charge_cutoff_v)
+                    if s.rest_s:
+                        add("rest", None, f"rest {s.rest_s:g} s", time_s=s.rest_s)
+                    add("discharge", s.discharge, f"discharge to {s.discharge_to_v:g} V", voltage_v=s.discharge_to_v)
+                    if s.rest_s:
+                        add("rest", None, f"rest {s.rest_s:g} s", time_s=s.rest_s)
+            elif isinstance(item, LoopStep):
+                for _ in range(item.loop.count):
+                    walk(item.loop.steps)
+            if len(steps) > 200_000:
+                raise InputError(source, "steps", None, "the protocol expands to more than 200000 steps")
+
+    walk(p.steps)
+    return steps

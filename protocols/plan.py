@@ -1,0 +1,116 @@
+"""Plans are data: an ordered list of plain, serialisable steps, each with its time estimate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(description="position in the plan, 0-based; the journal's key")
+    lane: str = Field(description="the instrument line this step runs on: 'nmr' or 'cycler:<channel>'")
+    protocol: str = Field(description="name of the protocol the step comes from")
+    label: str
+    estimate_s: float = Field(ge=0)
+
+
+class MoveTemperature(_Step):
+    kind: Literal["move_temperature"] = "move_temperature"
+    temperature_k: float = Field(description="sample temperature to move to")
+    from_k: float
+    ramp_k_per_min: float
+
+
+class WaitStable(_Step):
+    kind: Literal["wait_stable"] = "wait_stable"
+    temperature_k: float
+    tolerance_k: float
+    hold_s: float
+    timeout_s: float
+
+
+class Acquire2D(_Step):
+    kind: Literal["acquire_2d"] = "acquire_2d"
+    dataset: str
+    expno: int
+    template_name: str
+    template_expno: int
+    temperature_k: float
+    mixing_time_s: float
+    ns: int
+    ds: int
+    td1: int
+    td2: int
+    d1_s: float
+    in0_s: float
+    sw_ppm: float
+    sfo1_mhz: float
+    fn_mode: int
+    pulprog: str
+    mas_rate_hz: float
+    title: str
+    on_collision: Literal["error", "next-free"]
+    on_vt_excursion: Literal["flag", "reacquire", "stop"]
+    excursion_tolerance_k: float
+    tolerance_k: float
+    hold_s: float
+    timeout_s: float
+
+
+class CyclerStep(_Step):
+    kind: Literal["cycler_step"] = "cycler_step"
+    channel: str
+    cell: str
+    cycle: int = Field(description="1-based; a cycle begins with a charge (a Li2S cathode starts discharged)")
+    mode: Literal["charge", "discharge", "rest"]
+    current_a: float = Field(ge=0, description="magnitude; the sign follows the mode")
+    end_capacity_ah: float | None = None
+    end_voltage_v: float | None = None
+    end_time_s: float | None = None
+    sample_interval_s: float
+    voltage_min_v: float
+    voltage_max_v: float
+    current_max_a: float
+    capacity_max_ah: float | None = None
+    temperature_max_k: float | None = None
+    on_resume: Literal["continue", "restart-step"] = "continue"
+
+
+Step = Annotated[Union[MoveTemperature, WaitStable, Acquire2D, CyclerStep], Field(discriminator="kind")]
+
+
+class Plan(BaseModel):
+    """The compiled plan of a run: every lane's steps and the run's time estimate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocols: list[str]
+    station: str
+    steps: list[Step]
+
+    @property
+    def lanes(self) -> dict[str, list[Step]]:
+        out: dict[str, list[Step]] = {}
+        for step in self.steps:
+            out.setdefault(step.lane, []).append(step)
+        return out
+
+    def lane_estimates_s(self) -> dict[str, float]:
+        return {lane: sum(s.estimate_s for s in steps) for lane, steps in self.lanes.items()}
+
+    @property
+    def total_estimate_s(self) -> float:
+        """Lanes run concurrently, so the run takes as long as its longest lane."""
+        return max(self.lane_estimates_s().values(), default=0.0)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "protocols": self.protocols,
+            "station": self.station,
+            "total_estimate_s": self.total_estimate_s,
+            "lanes": self.lane_estimates_s(),
+            "steps": [s.model_dump() for s in self.steps],
+        }
