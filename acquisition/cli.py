@@ -12,27 +12,12 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from protocols import InputError, Plan, compile_plan, load_protocol, load_station, simulated_station
-from protocols.station import StationSpec
+from protocols import InputError, Plan
+
+from . import api
+from .progress import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
-
-
-def format_duration(seconds: float) -> str:
-    """'1 d 02:03:04' style, for humans."""
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days} d {clock}" if days else clock
-
-
-def load_plan(protocol_paths: Sequence[str | Path], station_path: str | Path | None) -> tuple[Plan, StationSpec]:
-    """Load protocol files and a station file (or the simulated station) and compile the plan."""
-    station = load_station(station_path) if station_path else simulated_station()
-    protocols = [load_protocol(p) for p in protocol_paths]
-    return compile_plan(protocols, station, sources=[str(p) for p in protocol_paths]), station
 
 
 def print_plan(plan: Plan, console: Console, start: dt.datetime | None = None) -> None:
@@ -55,7 +40,7 @@ def print_plan(plan: Plan, console: Console, start: dt.datetime | None = None) -
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan, _ = load_plan(args.protocol, args.station)
+    plan, _ = api.load_plan(args.protocol, args.station)
     if args.json:
         print(json.dumps(plan.to_json_dict(), indent=1))
     else:
@@ -63,14 +48,72 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(folder, result, console: Console) -> int:
+    if result is None:
+        console.print(f"runner of {folder.root} asked to continue")
+        return EXIT_OK
+    status = api.run_status(folder.root)
+    console.print(f"run {result.status}: {folder.root}")
+    console.print(f"steps: {status['steps']}")
+    done = sum(1 for d in status["datasets"] if d["status"] == "done")
+    if status["datasets"]:
+        console.print(f"datasets: {done} complete of {len(status['datasets'])} written (see datasets.json)")
+    for failure in status["failed"]:
+        console.print(f"[red]failed step {failure['index']} ({failure['label']}): {failure['error']}[/red]")
+    if result.status != "done":
+        print(f"exsylab: run {result.status}; see {folder.root}/logs/run.log and `exsylab status {folder.root}`",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    folder, result = api.start_run(args.protocol, args.station, args.run_dir, show_progress=not args.quiet,
+                                   speed=args.speed)
+    return _report(folder, result, Console())
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    folder, result = api.resume_run(args.run_dir, show_progress=not args.quiet)
+    return _report(folder, result, Console())
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    api.request_control(args.run_dir, args.command)
+    print(f"asked the runner of {args.run_dir} to {args.command}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = api.run_status(args.run_dir)
+    if args.json:
+        print(json.dumps(status, indent=1, default=str))
+        return EXIT_OK
+    console = Console()
+    console.print(f"{status['run_dir']}: [bold]{status['state']}[/bold]")
+    table = Table()
+    for column in ("lane", "done", "failed", "current step", "ETA"):
+        table.add_column(column)
+    for lane, info in status["lanes"].items():
+        table.add_row(lane, f"{info['done']}/{info['total']}", str(info["failed"]), info["current"] or "-",
+                      format_duration(info["eta_s"]))
+    console.print(table)
+    for failure in status["failed"]:
+        console.print(f"[red]failed step {failure['index']} ({failure['label']}): {failure['error']}[/red]")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     root = Path(__file__).resolve().parents[1] / "examples"
     protocols = [root / "vt-exsy-paper.yaml", root / "cycling-fixed-capacity.yaml"]
-    plan, _ = load_plan(protocols, None)
+    run_dir = Path(args.out) / dt.datetime.now().strftime("%Y%m%d-%H%M%S-paper-demo")
     console = Console()
+    plan, _ = api.load_plan(protocols, None)
     print_plan(plan, console)
-    console.print("[yellow]The runner is not built yet: this demo stops at the plan. Nothing was run.[/yellow]")
-    return EXIT_OK
+    console.print(f"running on the simulated station in virtual time into {run_dir} ...")
+    folder, result = api.start_run(protocols, None, run_dir, show_progress=True)
+    code = _report(folder, result, console)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--station", help="station file (default: the built-in simulated station)")
     p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run protocols on a station (default: the simulated station, in virtual time)")
+    p.add_argument("protocol", nargs="+", help="protocol file(s) (YAML); several run concurrently on their own instruments")
+    p.add_argument("--station", help="station file (default: the built-in simulated station)")
+    p.add_argument("--run-dir", help="new folder for the run (default: runs/<time>-<protocols>)")
+    p.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no live progress view")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a run: un-pause it, or restart it at the first unfinished step")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no live progress view")
+    p.set_defaults(func=cmd_resume)
+
+    for name, text in (("pause", "pause a running run at its next safe point"),
+                       ("stop", "stop a running run safely (channels off, VT held)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.set_defaults(func=cmd_control, command=name)
+
+    p = sub.add_parser("status", help="what a run is doing or did, from its journal")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="the paper's VT-EXSY series and fixed-capacity cycling on the simulated station")
     p.add_argument("--out", default="demo-out", help="folder for the demo's run (default: demo-out)")

@@ -1,0 +1,224 @@
+"""The Python API behind the CLI: start a run, resume it, ask its status, pause or stop it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from drivers.clock import Clock, RealClock, VirtualClock
+from protocols import InputError, Plan, compile_plan, load_protocol, load_station, simulated_station
+from protocols.errors import MISSING
+from protocols.plan import Acquire2D, CyclerStep
+from protocols.station import StationSpec
+
+from . import control as control_mod
+from .bdf import cycle_summary, read_bdf, write_cycle_summary_csv
+from .control import Control, RunLock, runner_alive
+from .cycler_lane import CyclerLane, limits_of
+from .journal import Journal
+from .nmr_lane import NmrLane
+from .notify import Notifier
+from .progress import ProgressView, eta_from_records
+from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder
+from .runner import Runner, RunResult
+from .station_runtime import open_station
+
+log = logging.getLogger(__name__)
+
+
+def load_plan(protocol_paths: Sequence[str | Path], station_path: str | Path | None) -> tuple[Plan, StationSpec]:
+    """Load protocol files and a station file (or the simulated station) and compile the plan."""
+    station = load_station(station_path) if station_path else simulated_station()
+    protocols = [load_protocol(p) for p in protocol_paths]
+    return compile_plan(protocols, station, sources=[str(p) for p in protocol_paths]), station
+
+
+def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None,
+              run_dir: str | Path | None = None, *, show_progress: bool = True, seed: int = 0,
+              speed: float = 1.0) -> tuple[RunFolder, RunResult]:
+    """Validate, compile, make the run folder, and run to the end (or failure, or stop)."""
+    plan, station = load_plan(protocol_paths, station_path)
+    if run_dir is None:
+        from .run_folder import default_run_dir
+
+        run_dir = default_run_dir(Path("runs"), "-".join(plan.protocols)[:60])
+    folder = create_run_folder(Path(run_dir), [Path(p) for p in protocol_paths],
+                               Path(station_path) if station_path else None)
+    folder.write_json("plan.json", plan.to_json_dict())
+    journal = Journal(folder.journal)
+    journal.set_meta(created_at=time.time(), simulated=station.simulated, seed=seed, speed=speed)
+    journal.close()
+    return folder, _execute(folder, plan, station, show_progress=show_progress, seed=seed)
+
+
+def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunFolder, RunResult | None]:
+    """Resume: un-pause a live runner, or restart a dead one at the first unfinished step."""
+    folder = open_run_folder(Path(run_dir))
+    if runner_alive(folder):
+        control_mod.request(folder, "run")
+        return folder, None
+    protocols = folder.protocol_copies()
+    station_copy = folder.station_copy()
+    plan, station = load_plan(protocols, station_copy)
+    recorded = json.loads(folder.plan.read_text())
+    if [s["label"] for s in recorded["steps"]] != [s.label for s in plan.steps]:
+        raise InputError(folder.plan, "steps", MISSING, "the inputs in the run folder no longer compile to the recorded plan")
+    journal = Journal(folder.journal)
+    meta = journal.meta()
+    journal.close()
+    return folder, _execute(folder, plan, station, show_progress=show_progress, seed=int(meta.get("seed", 0)) + 1,
+                            speed=float(meta.get("speed", 1.0)))
+
+
+def _make_clock(station: StationSpec, journal: Journal, speed: float) -> Clock:
+    if station.simulated:
+        last = journal.last_time()
+        return VirtualClock(start=last if last is not None else time.time())
+    return RealClock(speed=speed)
+
+
+def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progress: bool, seed: int,
+             speed: float = 1.0) -> RunResult:
+    lock = RunLock(folder)
+    if not lock.acquire():
+        raise InputError(folder.root, "RUN_DIR", MISSING, "a runner is already running this folder")
+    handler = logging.FileHandler(folder.logs / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"))
+    root_logger = logging.getLogger()
+    root_logger.addHandler(handler)
+    previous_level = root_logger.level
+    root_logger.setLevel(logging.INFO)
+    journal = Journal(folder.journal)
+    runtime = None
+    lanes: dict[str, Any] = {}
+    try:
+        clock = _make_clock(station, journal, speed)
+        cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
+        runtime = open_station(station, clock, folder.root, seed=seed, cells=_cell_metadata(folder, cells))
+        control = Control(folder)
+        control_mod.request(folder, "run")
+        control.install_sigint()
+        notifier = Notifier(station.notifications)
+        for lane_name, steps in plan.lanes.items():
+            first = steps[0]
+            if isinstance(first, CyclerStep):
+                channel = runtime.cycler_channel(first.channel, limits_of(first))
+                meta = _cell_metadata(folder, {first.channel: first})[first.channel]
+                lanes[lane_name] = CyclerLane(channel, folder.cycler / f"{first.cell}.csv", meta,
+                                              [s for s in steps if isinstance(s, CyclerStep)])
+            else:
+                nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
+                              overdue_factor=station.spectrometer.overdue_factor if station.spectrometer else 1.5)
+                acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
+                if acquisitions:
+                    runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
+                done = {r.index for r in journal.steps() if r.status != "pending"}
+                problems = nmr.check_collisions([s for s in acquisitions if s.index not in done])
+                if problems:
+                    raise InputError(folder.root, "expno", MISSING,
+                                     f"refusing to overwrite: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+                lanes[lane_name] = nmr
+        view = ProgressView(plan, clock, journal.steps()) if show_progress else None
+        runner = Runner(plan, journal, lanes, clock, control, notifier, on_step=view.on_step if view else None)
+        if view is not None:
+            with view:
+                result = runner.run()
+        else:
+            result = runner.run()
+        _write_outputs(folder, journal, plan, cells)
+        return result
+    finally:
+        for lane in lanes.values():
+            if isinstance(lane, CyclerLane):
+                lane.close()
+        if runtime is not None:
+            runtime.close()
+        journal.close()
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(previous_level)
+        handler.close()
+        lock.release()
+
+
+def _cell_metadata(folder: RunFolder, cells: dict[str, CyclerStep]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for channel, step in cells.items():
+        protocol = next((p for p in (load_protocol(c) for c in folder.protocol_copies())
+                         if getattr(p, "cell", None) is not None and p.cell.channel == channel), None)
+        cell = protocol.cell if protocol is not None else None
+        out[channel] = {"cell": step.cell, "channel": channel, "protocol": step.protocol,
+                        "active_mass_g": cell.active_mass_g if cell else None,
+                        "area_cm2": cell.area_cm2 if cell else None,
+                        "active_material": cell.active_material if cell else None,
+                        "theoretical_capacity_mah_g": cell.theoretical_capacity_mah_g if cell else None}
+    return out
+
+
+def _write_outputs(folder: RunFolder, journal: Journal, plan: Plan, cells: dict[str, CyclerStep]) -> None:
+    """datasets.json (links to every TopSpin dataset), per-cell cycle summaries, summary.json."""
+    folder.write_json(DATASETS_FILE, [
+        {"dataset_dir": str(Path(d["path"]).parent.parent), "name": d["dataset"], "expno": d["expno"],
+         "path": d["path"], "temperature_k": d["temperature_k"], "sample_temperature_k": d["sample_temperature_k"],
+         "setpoint_k": d["setpoint_k"], "mixing_time_s": d["mixing_time_s"], "status": d["status"],
+         "note": d["note"], "step": d["idx"]}
+        for d in journal.datasets()
+    ])
+    cycling = {}
+    metadata = _cell_metadata(folder, cells)
+    for channel, step in cells.items():
+        bdf = folder.cycler / f"{step.cell}.csv"
+        mass_g = metadata[channel]["active_mass_g"]
+        if bdf.exists() and mass_g:
+            rows = cycle_summary(read_bdf(bdf), mass_g)
+            write_cycle_summary_csv(rows, folder.cycler / f"{step.cell}.cycles.csv")
+            cycling[step.cell] = {"cycles": len(rows), "bdf": str(bdf)}
+    records = journal.steps()
+    folder.write_json(SUMMARY_FILE, {
+        "state": journal.meta().get("state"),
+        "steps": {status: sum(1 for r in records if r.status == status)
+                  for status in ("done", "failed", "skipped", "pending", "running")},
+        "datasets": {status: sum(1 for d in journal.datasets() if d["status"] == status)
+                     for status in ("done", "partial", "flagged", "failed")},
+        "cycling": cycling,
+    })
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """What a run is doing (or did), from its journal: for `exsylab status` and scripts."""
+    folder = open_run_folder(Path(run_dir))
+    journal = Journal(folder.journal)
+    try:
+        records = journal.steps()
+        meta = journal.meta()
+        alive = runner_alive(folder)
+        command = folder.control.read_text().strip() if folder.control.exists() else "run"
+        state = meta.get("state", "unknown")
+        if state == "running" and not alive:
+            state = "interrupted (resume with `exsylab resume`)"
+        elif alive and command == "pause":
+            state = "paused"
+        return {
+            "run_dir": str(folder.root),
+            "state": state,
+            "runner_alive": alive,
+            "steps": {status: sum(1 for r in records if r.status == status)
+                      for status in ("pending", "running", "done", "failed", "skipped")},
+            "lanes": eta_from_records(records),
+            "datasets": journal.datasets(),
+            "recent_events": journal.events(limit=10),
+            "failed": [{"index": r.index, "label": r.label, "error": r.outcome.get("error", "")}
+                       for r in records if r.status == "failed"],
+        }
+    finally:
+        journal.close()
+
+
+def request_control(run_dir: str | Path, command: str) -> None:
+    """pause / stop / run (resume) a live runner from another process."""
+    folder = open_run_folder(Path(run_dir))
+    if not runner_alive(folder):
+        raise InputError(folder.root, "RUN_DIR", MISSING, "no runner is running this folder")
+    control_mod.request(folder, command)  # type: ignore[arg-type]

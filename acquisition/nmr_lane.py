@@ -1,0 +1,248 @@
+"""The NMR lane: temperature moves, stability waits and 2D EXSY acquisitions, with VT watching.
+
+Never overwrites: an expno that holds data is refused (or skipped to the next free one, by
+policy) before acquisition; a point re-acquired after an excursion or an interrupted
+acquisition goes into a fresh expno and the earlier dataset is kept and marked.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from drivers.bruker_params import dataset_complete, expno_has_data
+from drivers.topspin import (
+    AcquisitionOverdue,
+    ExpnoCollision,
+    JobFailed,
+    SpectrometerError,
+    SpinningFailure,
+    TopSpinDriver,
+)
+from drivers.vt import TemperatureController, VtError
+from protocols.plan import Acquire2D, MoveTemperature, Step, WaitStable
+
+from .run_folder import write_atomic
+from .runner import StepContext, StepFailed, StopRequested
+
+log = logging.getLogger(__name__)
+
+MARK_FILE = "exsylab-status.txt"  # written into an expno folder whose data must not be used
+MAX_ACQUISITION_ATTEMPTS = 3
+VT_POLL_S = 15.0  # clock seconds between VT readings during waits and acquisitions
+
+
+def mark_dataset(expno_dir: Path, status: str, reason: str) -> None:
+    """Leave a note in a kept-but-unusable dataset (partial, flagged), beside TopSpin's own files."""
+    write_atomic(expno_dir / MARK_FILE, f"{status}: {reason}\n")
+
+
+class NmrLane:
+    """Executes the NMR lane's steps on the spectrometer and the VT unit."""
+
+    def __init__(self, spectrometer: TopSpinDriver, vt: TemperatureController, *, simulated: bool,
+                 overdue_factor: float = 1.5) -> None:
+        self.spectrometer = spectrometer
+        self.vt = vt
+        self.simulated = simulated
+        self.overdue_factor = overdue_factor
+        self._reserved_expnos: set[tuple[str, int]] = set()
+        # False until this process has moved the VT itself: after a resume the VT may have lost its set point
+        self._temperature_established = False
+
+    # ---- preflight ----------------------------------------------------------------------
+    def check_collisions(self, steps: list[Acquire2D]) -> list[str]:
+        """Planned expnos that already hold data and whose policy is 'error' (checked before anything moves)."""
+        problems = []
+        for step in steps:
+            path = self.spectrometer.expno_dir(step.dataset, step.expno)
+            if step.on_collision == "error" and expno_has_data(path):
+                problems.append(f"{step.dataset}/{step.expno} already holds data ({path})")
+        return problems
+
+    def ensure_template(self, step: Acquire2D) -> None:
+        """On the simulated station, provide the template experiment a user would have set up by hand."""
+        path = self.spectrometer.expno_dir(step.template_name, step.template_expno)
+        if self.simulated and not path.exists():
+            self.spectrometer.create_dataset(step.template_name, step.template_expno, template=None)
+
+    # ---- LaneExecutor -------------------------------------------------------------------
+    def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        if ctx.should_stop():
+            raise StopRequested()
+        try:
+            if isinstance(step, MoveTemperature):
+                return self._move(step)
+            if isinstance(step, WaitStable):
+                return self._wait(step, ctx)
+            if isinstance(step, Acquire2D):
+                return self._acquire(step, ctx)
+        except (VtError, SpectrometerError) as exc:
+            raise StepFailed(str(exc), detail={"error_type": type(exc).__name__}) from exc
+        raise StepFailed(f"the NMR lane cannot run a {step.kind} step")
+
+    def reconcile(self, step: Step, progress: dict[str, Any], ctx: StepContext) -> str:
+        """A step found 'running' on resume: an acquisition that finished counts as done; else redo."""
+        if not isinstance(step, Acquire2D) or "expno" not in progress:
+            return "redo"
+        expno = int(progress["expno"])
+        path = self.spectrometer.expno_dir(step.dataset, expno)
+        try:
+            status = self.spectrometer.acquisition_status(step.dataset, expno)
+            state = status.state
+        except SpectrometerError as exc:
+            log.warning("resume: cannot ask TopSpin about %s/%s (%s); judging the files", step.dataset, expno, exc)
+            state = "unknown"
+        if state == "running":
+            # still acquiring (TopSpin outlived us): let it finish, then judge
+            remaining = max(step.estimate_s - (ctx.clock.now() - float(progress.get("started_at", ctx.clock.now()))), 0.0)
+            self.spectrometer.wait_acquisition(step.dataset, expno, remaining + 60.0, overdue_factor=self.overdue_factor,
+                                               poll_s=VT_POLL_S)
+            state = "done"
+        if state in ("done", "idle", "unknown") and dataset_complete(path) and not progress.get("flagged"):
+            self._record(ctx, step, expno, path, "done", progress, note="completed while the runner was down")
+            return "done"
+        if expno_has_data(path):
+            mark_dataset(path, "partial", "acquisition interrupted (runner stopped); the point was acquired again")
+            self._record(ctx, step, expno, path, "partial", progress, note="interrupted; kept and marked")
+            ctx.note("partial", dataset=step.dataset, expno=expno)
+        return "redo"
+
+    def make_safe(self) -> None:
+        try:
+            self.vt.hold_safe()
+        except Exception as exc:  # noqa: BLE001 - hold_safe logs; nothing may escape here
+            log.error("VT hold failed: %s", exc)
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _move(self, step: MoveTemperature) -> dict[str, Any]:
+        self.vt.set_ramp_rate_k_per_min(step.ramp_k_per_min)
+        setpoint_k = self.vt.set_sample_temperature_k(step.temperature_k)
+        self._temperature_established = True
+        return {"sample_target_k": step.temperature_k, "setpoint_k": setpoint_k}
+
+    def _wait(self, step: WaitStable, ctx: StepContext) -> dict[str, Any]:
+        result = self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
+        return {"sample_k": result.last_reading_k, "setpoint_k": result.setpoint_k, "waited_s": result.waited_s}
+
+    def _reestablish_temperature(self, step: Acquire2D, ctx: StepContext) -> None:
+        """After a resume, set and wait for the point's temperature before acquiring (the VT may have reset)."""
+        ctx.note("reestablish_temperature", target_k=step.temperature_k)
+        self.vt.set_ramp_rate_k_per_min(self.vt.limits.max_ramp_k_per_min)
+        self.vt.set_sample_temperature_k(step.temperature_k)
+        self._temperature_established = True
+        self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
+
+    def _fresh_expno(self, step: Acquire2D) -> int:
+        """A never-used expno for a re-acquisition, above the whole series' planned range."""
+        expno = self.spectrometer.next_free_expno(step.dataset, start=step.expno + 1000)
+        while (step.dataset, expno) in self._reserved_expnos:
+            expno = self.spectrometer.next_free_expno(step.dataset, start=expno + 1)
+        return expno
+
+    def _acquire(self, step: Acquire2D, ctx: StepContext) -> dict[str, Any]:
+        self.ensure_template(step)
+        if not self._temperature_established:
+            self._reestablish_temperature(step, ctx)
+        expno = step.expno
+        path = self.spectrometer.expno_dir(step.dataset, expno)
+        if expno_has_data(path):
+            if step.on_collision == "error" and (step.dataset, expno) not in self._reserved_expnos:
+                raise StepFailed(f"{step.dataset}/{expno} already holds data; refusing to overwrite it", lane_fatal=True)
+            expno = self._fresh_expno(step)
+        for attempt in range(1, MAX_ACQUISITION_ATTEMPTS + 1):
+            outcome = self._acquire_once(step, expno, ctx)
+            if not outcome.get("flagged") or step.on_vt_excursion == "flag":
+                return outcome
+            # re-acquire: the flagged dataset stays, marked; wait for the temperature, then a fresh expno
+            ctx.note("reacquire", expno=expno, max_deviation_k=outcome["max_deviation_k"], attempt=attempt)
+            self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
+            expno = self._fresh_expno(step)
+        raise StepFailed(f"{step.dataset}: temperature left the band in {MAX_ACQUISITION_ATTEMPTS} attempts at "
+                         f"{step.temperature_k:.1f} K; the point was not acquired cleanly", lane_fatal=False)
+
+    def _params(self, step: Acquire2D, setpoint_k: float | None) -> dict[str, object]:
+        return {
+            "PULPROG": step.pulprog, "NS": step.ns, "DS": step.ds, "TD": step.td2, "TD1": step.td1,
+            "D1": step.d1_s, "D8": step.mixing_time_s, "IN0": step.in0_s, "SW": step.sw_ppm, "SFO1": step.sfo1_mhz,
+            "FnMODE": step.fn_mode, "MASR": step.mas_rate_hz,
+            # TE holds the sample temperature (what analysis needs); the VT set point goes in the title
+            "TE": step.temperature_k,
+            "TITLE": step.title + (f"\nVT set point {setpoint_k:.2f} K (sensor), sample {step.temperature_k:.2f} K"
+                                   if setpoint_k is not None else ""),
+        }
+
+    def _acquire_once(self, step: Acquire2D, expno: int, ctx: StepContext) -> dict[str, Any]:
+        name = step.dataset
+        self._reserved_expnos.add((name, expno))
+        try:
+            path = self.spectrometer.create_dataset(name, expno, template=(step.template_name, step.template_expno))
+        except ExpnoCollision as exc:
+            raise StepFailed(str(exc)) from exc
+        setpoint_k = self.vt.setpoint_k
+        self.spectrometer.set_params(name, expno, self._params(step, setpoint_k))
+        sample_start_k = self.vt.read_sample_k()
+        started_at = ctx.clock.now()
+        ctx.running(expno=expno, path=str(path), started_at=started_at)
+        self._record(ctx, step, expno, path, "running", {"sample_k": sample_start_k, "setpoint_k": setpoint_k})
+        self.spectrometer.start_acquisition(name, expno)
+        watch = {"max_deviation_k": abs(sample_start_k - step.temperature_k), "flagged": False, "readings": 0}
+
+        def on_poll() -> None:
+            ok, reading_k = self.vt.in_band(step.temperature_k, step.excursion_tolerance_k)
+            watch["readings"] += 1
+            watch["max_deviation_k"] = max(watch["max_deviation_k"], abs(reading_k - step.temperature_k))
+            if not ok and not watch["flagged"]:
+                watch["flagged"] = True
+                ctx.note("vt_excursion", expno=expno, reading_k=reading_k, target_k=step.temperature_k)
+                if step.on_vt_excursion == "stop":
+                    self.spectrometer.stop_acquisition()
+                    raise StepFailed(f"sample temperature {reading_k:.2f} K left {step.temperature_k:.2f} ± "
+                                     f"{step.excursion_tolerance_k:g} K during {name}/{expno}; acquisition stopped")
+            if ctx.should_stop():
+                self.spectrometer.stop_acquisition()
+                raise StopRequested()
+
+        try:
+            self.spectrometer.wait_acquisition(name, expno, step.estimate_s, overdue_factor=self.overdue_factor,
+                                               poll_s=VT_POLL_S, on_poll=on_poll)
+        except StopRequested:
+            mark_dataset(path, "partial", "stopped by the user")
+            self._record(ctx, step, expno, path, "partial", watch, note="stopped by the user")
+            raise
+        except SpinningFailure as exc:
+            self._stop_quietly()
+            mark_dataset(path, "failed", f"spinning failure: {exc}")
+            self._record(ctx, step, expno, path, "failed", watch, note="spinning failure")
+            raise StepFailed(f"MAS spinning failed during {name}/{expno}: acquisition stopped, temperature held",
+                             detail={"expno": expno}) from exc
+        except (JobFailed, AcquisitionOverdue) as exc:
+            self._stop_quietly()
+            mark_dataset(path, "failed", str(exc))
+            self._record(ctx, step, expno, path, "failed", watch, note=str(exc))
+            raise StepFailed(str(exc), detail={"expno": expno}) from exc
+        sample_end_k = self.vt.read_sample_k()
+        status = "flagged" if watch["flagged"] else "done"
+        if watch["flagged"]:
+            mark_dataset(path, "flagged", f"sample temperature left the band (max deviation "
+                                          f"{watch['max_deviation_k']:.2f} K)")
+        self._record(ctx, step, expno, path, status, {"sample_k": sample_end_k, "setpoint_k": setpoint_k},
+                     note=f"max deviation {watch['max_deviation_k']:.2f} K")
+        return {"expno": expno, "path": str(path), "sample_start_k": sample_start_k, "sample_end_k": sample_end_k,
+                "setpoint_k": setpoint_k, "flagged": watch["flagged"], "max_deviation_k": watch["max_deviation_k"],
+                "vt_readings": watch["readings"]}
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.spectrometer.stop_acquisition()
+        except SpectrometerError as exc:
+            log.error("stopping the acquisition failed: %s", exc)
+        self.make_safe()
+
+    def _record(self, ctx: StepContext, step: Acquire2D, expno: int, path: Path, status: str,
+                readings: dict[str, Any], note: str = "") -> None:
+        ctx.journal.record_dataset(
+            dataset=step.dataset, expno=expno, index=step.index, path=str(path), temperature_k=step.temperature_k,
+            mixing_time_s=step.mixing_time_s, status=status, at=ctx.clock.now(),
+            sample_temperature_k=readings.get("sample_k"), setpoint_k=readings.get("setpoint_k"), note=note)

@@ -1,0 +1,116 @@
+"""The run folder: everything a run leaves behind, and everything resume needs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols import InputError
+from protocols.errors import MISSING
+
+PLAN_FILE = "plan.json"
+JOURNAL_FILE = "journal.sqlite"
+CONTROL_FILE = "control"
+LOCK_FILE = "runner.lock"
+DATASETS_FILE = "datasets.json"
+SUMMARY_FILE = "summary.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run's folder."""
+
+    root: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.root / JOURNAL_FILE
+
+    @property
+    def plan(self) -> Path:
+        return self.root / PLAN_FILE
+
+    @property
+    def control(self) -> Path:
+        return self.root / CONTROL_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def cycler(self) -> Path:
+        return self.root / "cycler"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "inputs"
+
+    def protocol_copies(self) -> list[Path]:
+        manifest = json.loads((self.inputs / "manifest.json").read_text())
+        return [self.inputs / name for name in manifest["protocols"]]
+
+    def station_copy(self) -> Path | None:
+        manifest = json.loads((self.inputs / "manifest.json").read_text())
+        return self.inputs / manifest["station"] if manifest["station"] else None
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_atomic(self.root / name, json.dumps(data, indent=1, default=str))
+
+
+def default_run_dir(base: Path, name: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return base / f"{stamp}-{name}"
+
+
+def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path | None) -> RunFolder:
+    """Make a new run folder holding copies of the inputs as given; never reuse a folder that holds a run."""
+    root = Path(root)
+    if (root / JOURNAL_FILE).exists():
+        raise InputError(root, "--run-dir", MISSING, "already holds a run: use `exsylab resume` or choose another folder")
+    if root.exists() and any(root.iterdir()):
+        raise InputError(root, "--run-dir", MISSING, "folder is not empty; choose a new one")
+    folder = RunFolder(root)
+    for sub in (folder.root, folder.logs, folder.cycler, folder.inputs):
+        sub.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, path in enumerate(protocol_paths):
+        name = f"protocol-{i + 1}-{Path(path).name}"
+        shutil.copyfile(path, folder.inputs / name)
+        names.append(name)
+    station_name = None
+    if station_path is not None:
+        station_name = f"station-{Path(station_path).name}"
+        shutil.copyfile(station_path, folder.inputs / station_name)
+    write_atomic(folder.inputs / "manifest.json", json.dumps(
+        {"protocols": names, "station": station_name,
+         "originals": [str(Path(p).resolve()) for p in protocol_paths],
+         "station_original": str(Path(station_path).resolve()) if station_path else None}, indent=1))
+    return folder
+
+
+def open_run_folder(root: Path) -> RunFolder:
+    """An existing run folder, for resume and status."""
+    folder = RunFolder(Path(root))
+    if not folder.journal.exists():
+        raise InputError(root, "RUN_DIR", MISSING, "not a run folder (no journal.sqlite)")
+    return folder

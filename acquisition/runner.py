@@ -1,0 +1,231 @@
+"""The one executor: runs a plan's lanes against the station, journalling every step transition.
+
+Each lane (the NMR line, each cycler channel) runs in its own thread, in plan order, one step
+at a time; an instrument belongs to one lane. Steps already done in the journal are skipped,
+so the same code starts and resumes a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol as TypingProtocol
+
+from drivers.clock import Clock
+from protocols.plan import Plan, Step
+
+from .control import Control
+from .journal import Journal
+from .notify import Notifier
+
+log = logging.getLogger(__name__)
+
+# how often a paused lane looks at the control file (real seconds: a pause is not run time)
+PAUSE_POLL_REAL_S = 0.2
+
+
+class StepFailed(Exception):
+    """A step could not be completed; the instrument has been made safe. `lane_fatal` ends the lane."""
+
+    def __init__(self, message: str, *, lane_fatal: bool = True, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.lane_fatal = lane_fatal
+        self.detail = detail or {}
+
+
+class StopRequested(Exception):
+    """The user asked the run to stop; the current step was ended safely."""
+
+
+class LaneExecutor(TypingProtocol):
+    """What a lane needs: run one step, reconcile a step found running on resume, make its instruments safe."""
+
+    def execute(self, step: Step, ctx: "StepContext") -> dict[str, Any]: ...
+
+    def reconcile(self, step: Step, outcome: dict[str, Any], ctx: "StepContext") -> str: ...
+
+    def make_safe(self) -> None: ...
+
+
+@dataclass
+class StepContext:
+    """What a step executor may use: the clock, the journal, and the user's wishes."""
+
+    clock: Clock
+    journal: Journal
+    control: Control
+    notifier: Notifier
+    step_index: int = -1
+
+    def should_stop(self) -> bool:
+        return self.control.state() == "stop"
+
+    def note(self, status: str, **detail: Any) -> None:
+        """A journal event for the current step (an excursion, a retry, a partial dataset)."""
+        self.journal.event(self.step_index, status, at=self.clock.now(), detail=detail)
+
+    def running(self, **detail: Any) -> None:
+        """Re-commit 'running' with detail resume will need (e.g. the expno being acquired)."""
+        self.journal.event(self.step_index, "progress", at=self.clock.now(), detail=detail)
+
+
+@dataclass
+class LaneResult:
+    lane: str
+    status: str  # done, failed, stopped
+    message: str = ""
+    steps_done: int = 0
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    status: str  # done, failed, stopped
+    lanes: dict[str, LaneResult] = field(default_factory=dict)
+    virtual_duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+class Runner:
+    """Executes a plan against lane executors, durably and resumably."""
+
+    def __init__(self, plan: Plan, journal: Journal, executors: dict[str, LaneExecutor], clock: Clock,
+                 control: Control, notifier: Notifier, *, on_step: Callable[[Step, str], None] | None = None) -> None:
+        missing = set(plan.lanes) - set(executors)
+        if missing:
+            raise ValueError(f"no executor for lanes {sorted(missing)}")
+        self.plan = plan
+        self.journal = journal
+        self.executors = executors
+        self.clock = clock
+        self.control = control
+        self.notifier = notifier
+        self._on_step = on_step or (lambda step, status: None)
+        self.journal.add_steps(plan.steps)
+
+    def run(self) -> RunResult:
+        """Run every lane to its end; returns when all lanes have finished, failed or stopped."""
+        start = self.clock.now()
+        self.journal.set_meta(state="running", started_at=start)
+        results: dict[str, LaneResult] = {}
+        threads = []
+        for lane, steps in self.plan.lanes.items():
+            thread = threading.Thread(target=self._lane_thread, args=(lane, steps, results), name=f"lane-{lane}", daemon=True)
+            threads.append(thread)
+        # register every lane with the clock before any starts, so virtual time waits for all of them
+        barrier = threading.Barrier(len(threads) + 1) if threads else None
+        self._barrier = barrier
+        for thread in threads:
+            thread.start()
+        if barrier is not None:
+            barrier.wait()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)  # short joins keep the main thread responsive to Ctrl-C
+        statuses = {r.status for r in results.values()}
+        status = "failed" if "failed" in statuses else "stopped" if "stopped" in statuses else "done"
+        result = RunResult(status=status, lanes=results, virtual_duration_s=self.clock.now() - start)
+        self.journal.set_meta(state=status, ended_at=self.clock.now())
+        self.notifier.notify({"event": f"run {status}", "lanes": {k: v.status + (f": {v.message}" if v.message else "")
+                                                                  for k, v in results.items()}})
+        return result
+
+    def _lane_thread(self, lane: str, steps: list[Step], results: dict[str, LaneResult]) -> None:
+        with self.clock.participant():
+            if self._barrier is not None:
+                self._barrier.wait()
+            try:
+                results[lane] = self._run_lane(lane, steps)
+            except BaseException as exc:  # a bug must not leave instruments live or the run hanging
+                log.error("lane %s crashed: %s\n%s", lane, exc, traceback.format_exc())
+                self._safe(lane)
+                results[lane] = LaneResult(lane, "failed", f"internal error: {exc!r}")
+
+    def _safe(self, lane: str) -> None:
+        try:
+            self.executors[lane].make_safe()
+        except Exception as exc:  # making safe must never raise past here; it is logged
+            log.error("making lane %s safe failed: %s", lane, exc)
+
+    def _run_lane(self, lane: str, steps: list[Step]) -> LaneResult:
+        executor = self.executors[lane]
+        records = {r.index: r for r in self.journal.steps()}
+        done = 0
+        failures: list[str] = []
+        for step in steps:
+            record = records.get(step.index)
+            ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index)
+            if record is not None and record.status in ("done", "skipped"):
+                done += 1
+                continue
+            if record is not None and record.status == "running":
+                verdict = executor.reconcile(step, self._last_progress(step.index), ctx)
+                if verdict == "done":
+                    self.journal.transition(step.index, "done", at=self.clock.now(), detail={"reconciled": True})
+                    done += 1
+                    continue
+            if not self._wait_while_paused(lane):
+                self._safe(lane)
+                return LaneResult(lane, "stopped", "stopped by the user", done)
+            self.journal.transition(step.index, "running", at=self.clock.now(), detail={"label": step.label})
+            self._on_step(step, "running")
+            try:
+                outcome = executor.execute(step, ctx)
+            except StopRequested:
+                self.journal.transition(step.index, "pending", at=self.clock.now(), detail={"stopped": True})
+                self._safe(lane)
+                return LaneResult(lane, "stopped", "stopped by the user", done)
+            except StepFailed as exc:
+                self._safe(lane)
+                self.journal.transition(step.index, "failed", at=self.clock.now(),
+                                        detail={"error": str(exc), **exc.detail})
+                self._on_step(step, "failed")
+                self.notifier.notify({"event": "step failed", "lane": lane, "step": step.index,
+                                      "label": step.label, "error": str(exc)})
+                if exc.lane_fatal:
+                    self._skip_rest(lane, steps, step.index, f"lane stopped after step {step.index} failed")
+                    return LaneResult(lane, "failed", str(exc), done)
+                failures.append(f"step {step.index}: {exc}")
+                continue
+            self.journal.transition(step.index, "done", at=self.clock.now(), detail=outcome)
+            self._on_step(step, "done")
+            done += 1
+        self._safe(lane)
+        if failures:
+            return LaneResult(lane, "failed", "; ".join(failures), done)
+        return LaneResult(lane, "done", "", done)
+
+    def _skip_rest(self, lane: str, steps: list[Step], failed_index: int, reason: str) -> None:
+        for step in steps:
+            if step.index > failed_index:
+                self.journal.transition(step.index, "skipped", at=self.clock.now(), detail={"reason": reason})
+
+    def _last_progress(self, index: int) -> dict[str, Any]:
+        detail: dict[str, Any] = {}
+        for event in self.journal.events(limit=100000):
+            if event["index"] == index and event["status"] in ("progress", "running"):
+                detail.update(event["detail"])
+        return detail
+
+    def _wait_while_paused(self, lane: str) -> bool:
+        """Block at a safe point while paused; False when the user asked to stop."""
+        import time
+
+        announced = False
+        while True:
+            state = self.control.state()
+            if state == "run":
+                return True
+            if state == "stop":
+                return False
+            if not announced:
+                log.info("lane %s paused at a safe point", lane)
+                self.journal.event(None, "paused", at=self.clock.now(), detail={"lane": lane})
+                announced = True
+            time.sleep(PAUSE_POLL_REAL_S)
