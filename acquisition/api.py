@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from drivers.clock import Clock, RealClock, VirtualClock
-from protocols import InputError, Plan, compile_plan, load_protocol, load_station, simulated_station
+from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
 from protocols.plan import Acquire2D, CyclerStep
 from protocols.station import StationSpec
@@ -27,13 +27,6 @@ from .runner import Runner, RunResult
 from .station_runtime import open_station
 
 log = logging.getLogger(__name__)
-
-
-def load_plan(protocol_paths: Sequence[str | Path], station_path: str | Path | None) -> tuple[Plan, StationSpec]:
-    """Load protocol files and a station file (or the simulated station) and compile the plan."""
-    station = load_station(station_path) if station_path else simulated_station()
-    protocols = [load_protocol(p) for p in protocol_paths]
-    return compile_plan(protocols, station, sources=[str(p) for p in protocol_paths]), station
 
 
 def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None,

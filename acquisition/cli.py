@@ -12,9 +12,8 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from protocols import InputError, Plan
+from protocols import InputError, Plan, load_plan
 
-from . import api
 from .progress import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -40,7 +39,7 @@ def print_plan(plan: Plan, console: Console, start: dt.datetime | None = None) -
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan, _ = api.load_plan(args.protocol, args.station)
+    plan, _ = load_plan(args.protocol, args.station)
     if args.json:
         print(json.dumps(plan.to_json_dict(), indent=1))
     else:
@@ -49,6 +48,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _report(folder, result, console: Console) -> int:
+    from . import api  # drivers load only for commands that need them
+
     if result is None:
         console.print(f"runner of {folder.root} asked to continue")
         return EXIT_OK
@@ -68,23 +69,31 @@ def _report(folder, result, console: Console) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import api  # drivers load only for commands that need them
+
     folder, result = api.start_run(args.protocol, args.station, args.run_dir, show_progress=not args.quiet,
                                    speed=args.speed)
     return _report(folder, result, Console())
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from . import api  # drivers load only for commands that need them
+
     folder, result = api.resume_run(args.run_dir, show_progress=not args.quiet)
     return _report(folder, result, Console())
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    from . import api  # drivers load only for commands that need them
+
     api.request_control(args.run_dir, args.command)
     print(f"asked the runner of {args.run_dir} to {args.command}")
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import api  # drivers load only for commands that need them
+
     status = api.run_status(args.run_dir)
     if args.json:
         print(json.dumps(status, indent=1, default=str))
@@ -104,11 +113,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from . import api  # drivers load only for commands that need them
+
     root = Path(__file__).resolve().parents[1] / "examples"
     protocols = [root / "vt-exsy-paper.yaml", root / "cycling-fixed-capacity.yaml"]
     run_dir = Path(args.out) / dt.datetime.now().strftime("%Y%m%d-%H%M%S-paper-demo")
     console = Console()
-    plan, _ = api.load_plan(protocols, None)
+    plan, _ = load_plan(protocols, None)
     print_plan(plan, console)
     console.print(f"running on the simulated station in virtual time into {run_dir} ...")
     folder, result = api.start_run(protocols, None, run_dir, show_progress=True)

@@ -1,6 +1,6 @@
 """What to run: protocol and station files (pydantic models) and their compilation into plans. No I/O to instruments, no clocks."""
 
-from .compiler import compile_plan
+from .compiler import compile_plan, load_plan
 from .cycling import CyclingProtocol
 from .errors import InputError
 from .exsy import VtExsyProtocol
@@ -10,6 +10,6 @@ from .station import StationSpec, simulated_station
 
 __all__ = [
     "Acquire2D", "CyclerStep", "CyclingProtocol", "InputError", "MoveTemperature", "Plan", "StationSpec",
-    "VtExsyProtocol", "WaitStable", "compile_plan", "load_protocol", "load_station", "parse_protocol",
+    "VtExsyProtocol", "WaitStable", "compile_plan", "load_plan", "load_protocol", "load_station", "parse_protocol",
     "parse_station", "simulated_station",
 ]

@@ -17,9 +17,9 @@ from .cycling import (
 )
 from .errors import InputError
 from .exsy import MAX_EXPNO, VtExsyProtocol
-from .loader import Protocol
+from .loader import Protocol, load_protocol, load_station
 from .plan import Acquire2D, CyclerStep, MoveTemperature, Plan, Step, WaitStable
-from .station import StationSpec
+from .station import StationSpec, simulated_station
 from .timing import exsy_acquisition_s, ramp_s
 
 NMR_LANE = "nmr"
@@ -234,3 +234,10 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
 
     walk(p.steps)
     return steps
+
+
+def load_plan(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None) -> tuple[Plan, StationSpec]:
+    """Load protocol files and a station file (or the built-in simulated station) and compile the plan."""
+    station = load_station(station_path) if station_path else simulated_station()
+    protocols = [load_protocol(p) for p in protocol_paths]
+    return compile_plan(protocols, station, sources=[str(p) for p in protocol_paths]), station
