@@ -283,7 +283,7 @@ class SimulatedLakeShore336:
             return ""
         if variant == 2:
             return "\x7f" + reply
-        return reply + "?"
+        return reply + "\x15"
 
     # --- command set ---------------------------------------------------------------------
     def handle(self, line: str) -> str | None:
