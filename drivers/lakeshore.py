@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 
 import serial
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
@@ -137,6 +138,7 @@ class LakeShore336(TemperatureController):
         self._retry_wait_s = retry_wait_s
         self._reconnect_attempts = reconnect_attempts
         self._reconnect_backoff_s = reconnect_backoff_s
+        self._io_lock = threading.RLock()  # one exchange at a time (runner and excursion watcher)
         self._serial: serial.SerialBase | None = self._open()
 
     # --- transport -----------------------------------------------------------------------
@@ -215,21 +217,22 @@ class LakeShore336(TemperatureController):
                 self.name, what, state.outcome.exception(), state.attempt_number, self._retries - 1,
             )
 
-        try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(self._retries),
-                wait=wait_fixed(self._retry_wait_s),
-                sleep=self._clock.sleep,
-                retry=retry_if_exception_type((_Transient, ReplyError, SensorInvalid)),
-                before_sleep=log_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    return action()
-        except SensorInvalid as exc:
-            raise VtSensorError(f"{self.name}: {what}: {exc} after {self._retries} attempts") from exc
-        except (_Transient, ReplyError) as exc:
-            raise VtCommunicationError(f"{self.name}: {what}: {exc} after {self._retries} attempts") from exc
+        with self._io_lock:
+            try:
+                for attempt in Retrying(
+                    stop=stop_after_attempt(self._retries),
+                    wait=wait_fixed(self._retry_wait_s),
+                    sleep=self._clock.sleep,
+                    retry=retry_if_exception_type((_Transient, ReplyError, SensorInvalid)),
+                    before_sleep=log_retry,
+                    reraise=True,
+                ):
+                    with attempt:
+                        return action()
+            except SensorInvalid as exc:
+                raise VtSensorError(f"{self.name}: {what}: {exc} after {self._retries} attempts") from exc
+            except (_Transient, ReplyError) as exc:
+                raise VtCommunicationError(f"{self.name}: {what}: {exc} after {self._retries} attempts") from exc
 
     def _query(self, command: str, parse):
         """Send a query and parse its reply, retrying transient faults."""
