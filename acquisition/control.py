@@ -69,10 +69,11 @@ class Control:
         self._interrupts = 0
         self._mtime_ns = -1
         self._file_command: Command = "run"
+        self._control_path = str(folder.control)
 
     def _read_file(self) -> Command:
         try:
-            stat = self._folder.control.stat()
+            stat = os.stat(self._control_path)
         except FileNotFoundError:
             return "run"
         if stat.st_mtime_ns != self._mtime_ns:

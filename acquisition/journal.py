@@ -92,20 +92,25 @@ class Journal:
 
     def transition(self, index: int, status: str, *, at: float, detail: dict[str, Any] | None = None) -> None:
         """Record a step's new status (and its detail: readings, outcome) in one transaction."""
-        if status not in STATUSES:
-            raise ValueError(f"unknown step status {status!r}")
-        detail_json = json.dumps(detail or {}, default=str)
-        statements: list[tuple[str, tuple[Any, ...]]] = [
-            ("INSERT INTO events (idx, at, status, detail) VALUES (?, ?, ?, ?)", (index, at, status, detail_json))
-        ]
-        if status == "running":
-            statements.append(("UPDATE steps SET status=?, attempts=attempts+1, started_at=?, ended_at=NULL WHERE idx=?",
-                               (status, at, index)))
-        elif status == "pending":
-            statements.append(("UPDATE steps SET status=? WHERE idx=?", (status, index)))
-        else:
-            statements.append(("UPDATE steps SET status=?, ended_at=?, outcome=? WHERE idx=?",
-                               (status, at, detail_json, index)))
+        self.transitions([(index, status, detail)], at=at)
+
+    def transitions(self, changes: list[tuple[int, str, dict[str, Any] | None]], *, at: float) -> None:
+        """Several step transitions in one transaction (a step's end with the next one's start)."""
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for index, status, detail in changes:
+            if status not in STATUSES:
+                raise ValueError(f"unknown step status {status!r}")
+            detail_json = json.dumps(detail or {}, default=str)
+            statements.append(("INSERT INTO events (idx, at, status, detail) VALUES (?, ?, ?, ?)",
+                               (index, at, status, detail_json)))
+            if status == "running":
+                statements.append(("UPDATE steps SET status=?, attempts=attempts+1, started_at=?, ended_at=NULL "
+                                   "WHERE idx=?", (status, at, index)))
+            elif status == "pending":
+                statements.append(("UPDATE steps SET status=? WHERE idx=?", (status, index)))
+            else:
+                statements.append(("UPDATE steps SET status=?, ended_at=?, outcome=? WHERE idx=?",
+                                   (status, at, detail_json, index)))
         self._tx(statements)
 
     def event(self, index: int | None, status: str, *, at: float, detail: dict[str, Any] | None = None) -> None:

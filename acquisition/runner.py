@@ -158,6 +158,14 @@ class Runner:
         records = {r.index: r for r in self.journal.steps()}
         done = 0
         failures: list[str] = []
+        # A finished step's 'done' is committed together with the next step's 'running', in one
+        # transaction before the next step does anything; it is flushed alone before any wait.
+        finished: list[tuple[int, str, dict[str, Any] | None]] = []
+
+        def commit(*changes: tuple[int, str, dict[str, Any] | None]) -> None:
+            self.journal.transitions([*finished, *changes], at=self.clock.now())
+            finished.clear()
+
         for step in steps:
             record = records.get(step.index)
             ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index)
@@ -165,26 +173,28 @@ class Runner:
                 done += 1
                 continue
             if record is not None and record.status == "running":
+                commit()
                 verdict = executor.reconcile(step, self._last_progress(step.index), ctx)
                 if verdict == "done":
-                    self.journal.transition(step.index, "done", at=self.clock.now(), detail={"reconciled": True})
+                    commit((step.index, "done", {"reconciled": True}))
                     done += 1
                     continue
-            if not self._wait_while_paused(lane):
-                self._safe(lane)
-                return LaneResult(lane, "stopped", "stopped by the user", done)
-            self.journal.transition(step.index, "running", at=self.clock.now(), detail={"label": step.label})
+            if self.control.state() != "run":
+                commit()
+                if not self._wait_while_paused(lane):
+                    self._safe(lane)
+                    return LaneResult(lane, "stopped", "stopped by the user", done)
+            commit((step.index, "running", {"label": step.label}))
             self._on_step(step, "running")
             try:
                 outcome = executor.execute(step, ctx)
             except StopRequested:
-                self.journal.transition(step.index, "pending", at=self.clock.now(), detail={"stopped": True})
+                commit((step.index, "pending", {"stopped": True}))
                 self._safe(lane)
                 return LaneResult(lane, "stopped", "stopped by the user", done)
             except StepFailed as exc:
                 self._safe(lane)
-                self.journal.transition(step.index, "failed", at=self.clock.now(),
-                                        detail={"error": str(exc), **exc.detail})
+                commit((step.index, "failed", {"error": str(exc), **exc.detail}))
                 self._on_step(step, "failed")
                 self.notifier.notify({"event": "step failed", "lane": lane, "step": step.index,
                                       "label": step.label, "error": str(exc)})
@@ -193,18 +203,21 @@ class Runner:
                     return LaneResult(lane, "failed", str(exc), done)
                 failures.append(f"step {step.index}: {exc}")
                 continue
-            self.journal.transition(step.index, "done", at=self.clock.now(), detail=outcome)
+            except BaseException:
+                commit()
+                raise
+            finished.append((step.index, "done", outcome))
             self._on_step(step, "done")
             done += 1
+        commit()
         self._safe(lane)
         if failures:
             return LaneResult(lane, "failed", "; ".join(failures), done)
         return LaneResult(lane, "done", "", done)
 
     def _skip_rest(self, lane: str, steps: list[Step], failed_index: int, reason: str) -> None:
-        for step in steps:
-            if step.index > failed_index:
-                self.journal.transition(step.index, "skipped", at=self.clock.now(), detail={"reason": reason})
+        self.journal.transitions([(s.index, "skipped", {"reason": reason}) for s in steps if s.index > failed_index],
+                                 at=self.clock.now())
 
     def _last_progress(self, index: int) -> dict[str, Any]:
         detail: dict[str, Any] = {}
