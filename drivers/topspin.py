@@ -107,6 +107,8 @@ class TopSpinDriver:
     def _read_heartbeat(self) -> tuple[float, int] | None:
         try:
             beat = json.loads(self.heartbeat_path.read_text())
+            if beat.get("stopped"):
+                return None  # the script's loop ended (stop file or TopSpin closing it)
             return float(beat["time"]), int(beat["seq"])
         except (OSError, ValueError, KeyError, TypeError):
             return None

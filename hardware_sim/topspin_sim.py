@@ -49,10 +49,19 @@ class _Acquisition:
 
 
 class SimTopSpinAPI:
-    """The TopSpin scripting calls (RE, CURDATA, GETPAR, PUTPAR, XCMD) the script uses, simulated."""
+    """The TopSpin scripting calls (RE, CURDATA, GETPAR, PUTPAR, XCMD) the script uses, simulated.
+
+    While the "dead" fault is injected every call hangs (a TopSpin that froze), so the script
+    neither answers jobs nor beats, until the fault is cleared or the simulator stops.
+    """
 
     def __init__(self, sim: "SimulatedTopSpin") -> None:
         self.sim = sim
+
+    def __getattribute__(self, name: str):
+        if not name.startswith("_") and name != "sim":
+            object.__getattribute__(self, "sim").hang_while_dead()
+        return object.__getattribute__(self, name)
 
     def RE(self, dataset: list) -> None:
         self.sim.open_dataset(Path(dataset[3]) / dataset[0] / str(dataset[1]))
@@ -109,6 +118,8 @@ class SimulatedTopSpin:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._kernel = None
+        self._alive = threading.Event()
+        self._alive.set()
         self._bvt_target_k = 293.0
         self._bvt_from_k = 293.0
         self._bvt_since_s = clock.now()
@@ -135,6 +146,7 @@ class SimulatedTopSpin:
     def stop(self) -> None:
         """Stop the script thread and the kernel (the acquisition engine stays consistent)."""
         self._stopping = True
+        self._alive.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
@@ -144,7 +156,12 @@ class SimulatedTopSpin:
             self._kernel = None
 
     def serving_should_stop(self) -> bool:
-        return self._stopping or "dead" in self.faults
+        return self._stopping
+
+    def hang_while_dead(self) -> None:
+        """Block the caller (the script) while the "dead" fault is injected."""
+        while "dead" in self.faults and not self._stopping:
+            self._alive.wait(0.05)
 
     def serve_kernel(self) -> int:
         """Serve this API on 127.0.0.1 for a Jython-hosted script; return the port."""
@@ -175,17 +192,15 @@ class SimulatedTopSpin:
         log.info("simulated TopSpin: injecting fault %s", fault)
         with self._lock:
             self.faults.add(fault)
+            if fault == "dead":
+                self._alive.clear()
             self._advance()
 
     def clear_faults(self) -> None:
-        """Remove every fault; a script stopped by "dead" is started again."""
-        was_dead = "dead" in self.faults
+        """Remove every fault; a frozen ("dead") script carries on."""
         with self._lock:
             self.faults.clear()
-        if was_dead and not self._stopping:
-            if self._thread is not None:
-                self._thread.join(timeout=5.0)
-            self._start_thread()
+            self._alive.set()
 
     # ---- datasets and parameters -------------------------------------------------------
     def _checked_path(self, path: Path) -> Path:

@@ -137,8 +137,11 @@ class Automation(object):
         self.last_beat_clock = None
         self.last_beat_real = 0.0
         for folder in (self.jobs_dir, self.results_dir):
-            if not os.path.isdir(folder):
+            try:
                 os.makedirs(folder)
+            except OSError:
+                if not os.path.isdir(folder):  # else the host made it first
+                    raise
 
     # ---- loop -------------------------------------------------------------------------
     def serve(self):
@@ -148,17 +151,18 @@ class Automation(object):
             self.beat(False)
             if not self.run_pending():
                 time.sleep(self.poll_s)
-        self.beat(True)
+        self.beat(True, stopped=True)
 
-    def beat(self, force):
-        """Touch the heartbeat every HEARTBEAT_PERIOD_S of real time or of the API's clock."""
+    def beat(self, force, stopped=False):
+        """Touch the heartbeat every HEARTBEAT_PERIOD_S of real time or of the API's clock;
+        the last beat of a stopped loop says so, and the host treats it as not running."""
         now_clock = self.api.now()
         now_real = time.time()
         clock_moved = self.last_beat_clock is None or now_clock - self.last_beat_clock >= HEARTBEAT_PERIOD_S
         if force or clock_moved or now_real - self.last_beat_real >= HEARTBEAT_PERIOD_S:
             self.heartbeat_seq += 1
             write_json_atomic(self.heartbeat_path, {"time": now_clock, "seq": self.heartbeat_seq,
-                                                    "pid": os.getpid() if hasattr(os, "getpid") else 0})
+                                                    "stopped": stopped})
             self.last_beat_clock = now_clock
             self.last_beat_real = now_real
 
@@ -274,7 +278,7 @@ class Automation(object):
         present, needed = self.ser_state(path)
         record = self.acquisitions.get(path)
         if record is not None and record["thread"].is_alive():
-            record["thread"].join(0.02)
+            record["thread"].join(0.002)
         state = {"path": path, "kind": None, "scans_done": None}
         if record is not None and record["error"]:
             state.update(state="failed", message=record["error"],
