@@ -182,6 +182,8 @@ def _format_pair(key: str, value: object) -> str:
         return "\n".join(lines)
     if isinstance(value, str):
         return f"##${key}= <{value}>"
+    if value is None:
+        return f"##${key}= "
     return f"##${key}= {_format_number(value)}"  # type: ignore[arg-type]
 
 
@@ -349,23 +351,27 @@ def audit_text(path_label: str, started: datetime, completed: datetime, ser: byt
 # ----------------------------------------------------------------------------- datasets
 
 
-def write_dataset_files(expno_dir: Path, acqus: Mapping[str, object], acqu2s: Mapping[str, object],
+def write_dataset_files(expno_dir: Path, acqus: Mapping[str, object], acqu2s: Mapping[str, object] | None,
                         fids_int32: np.ndarray, when: datetime, pulseprogram: str | None = None,
-                        title: str = "") -> bytes:
-    """Write acqus/acqu, acqu2s/acqu2, pulseprogram, pdata/1/title and ser; returns the ser bytes.
+                        title: str = "", owner: str = "exsylab", host: str = "hardware_sim") -> bytes:
+    """Write acqus/acqu (+ acqu2s/acqu2 for 2D), pulseprogram, pdata/1/title and ser (fid for 1D);
+    returns the raw data bytes.
 
-    The ser byte order follows acqus BYTORDA (0 little, 1 big endian). Shared by the simulator
-    and the round-trip test against real TopSpin data.
+    The byte order follows acqus BYTORDA (0 little, 1 big endian). Shared by the simulator and the
+    round-trip test against real TopSpin data.
     """
     expno_dir = Path(expno_dir)
     (expno_dir / "pdata" / "1").mkdir(parents=True, exist_ok=True)
-    for name, values in (("acqus", acqus), ("acqu", acqus), ("acqu2s", acqu2s), ("acqu2", acqu2s)):
-        write_jcamp_params(expno_dir / name, values, when)
+    files = [("acqus", acqus), ("acqu", acqus)]
+    if acqu2s is not None:
+        files += [("acqu2s", acqu2s), ("acqu2", acqu2s)]
+    for name, values in files:
+        write_jcamp_params(expno_dir / name, values, when, owner, host)
     if pulseprogram is not None:
         _write_atomic(expno_dir / "pulseprogram", pulseprogram.encode("utf-8"))
     _write_atomic(expno_dir / "pdata" / "1" / "title", (title + "\n").encode("utf-8"))
     raw = ser_bytes(fids_int32, big_endian=int(acqus.get("BYTORDA", 0)) == 1)  # type: ignore[call-overload]
-    _write_atomic(expno_dir / "ser", raw)
+    _write_atomic(expno_dir / ("ser" if acqu2s is not None else "fid"), raw)
     return raw
 
 
@@ -383,8 +389,9 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
     raw = write_dataset_files(expno_dir, acqus_params(params, temperature_k), acqu2s_params(params),
                               fids[:rows], completed,
                               PULSEPROGRAM.format(version=TOPSPIN_VERSION, pulprog=pulprog),
-                              _str(params, "TITLE"))
-    audit = audit_text(str(expno_dir / "audita.txt"), started, completed, raw)
+                              _str(params, "TITLE"), _str(params, "USER"), _str(params, "HOST"))
+    audit = audit_text(str(expno_dir / "audita.txt"), started, completed, raw,
+                       _str(params, "USER"), _str(params, "HOST"))
     _write_atomic(expno_dir / "audita.txt", audit.encode("utf-8"))
 
 
