@@ -175,13 +175,14 @@ class SimulatedTopSpin:
 
     def jython_argv(self, port: int, jython: str = "jython") -> list[str]:
         """Command line that runs the TopSpin-side script under Jython against the kernel."""
-        return [jython, script.__file__.replace(".pyc", ".py"), "--automation", str(self.automation_dir),
+        return [jython, "-B", script.__file__.replace(".pyc", ".py"), "--automation", str(self.automation_dir),
                 "--data", str(self.data_dir), "--poll", "0.01", "--sim-kernel", f"127.0.0.1:{port}"]
 
     def jython_env(self) -> dict[str, str]:
         """Environment for jython_argv: the client shim on JYTHONPATH."""
         env = dict(os.environ)
         env["JYTHONPATH"] = str(JYTHON_SHIM_DIR)
+        env.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")  # faster JVM start
         return env
 
     # ---- faults ------------------------------------------------------------------------

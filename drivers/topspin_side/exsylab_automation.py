@@ -48,7 +48,7 @@ def topspin_name(name):
 def check_dataset_name(name):
     """Refuse dataset names that could escape the data folder."""
     if not name or "/" in name or "\\" in name or ".." in name or name.startswith("~") \
-            or "\x00" in name or os.path.isabs(name):
+            or "\x00" in name or os.path.isabs(name) or name.strip() != name:
         raise ValueError("refused dataset name %r (path separators, '..' or absolute)" % (name,))
 
 
