@@ -125,11 +125,13 @@ def synthesize_ser(params: Mapping[str, object], temperature_k: float,
         modulation = np.where((rows % 2 == 0)[:, None], np.cos(phase), np.sin(phase)) * tppi * decay
     else:
         modulation = np.cos(phase) * decay
-    signal = (modulation @ volumes.T) @ f2_basis * ns
+    # rows x sites amplitudes, then a sum over the few sites (broadcast: no BLAS thread start-up)
+    amplitudes = (modulation[:, None, :] * volumes[None, :, :]).sum(axis=2) * ns
+    signal = (amplitudes[:, :, None] * f2_basis[None, :, :]).sum(axis=1)
 
     rng = np.random.default_rng(seed)
     sigma = NOISE_PER_SCAN * math.sqrt(ns) / math.sqrt(2.0)
-    signal = signal + rng.normal(0.0, sigma, signal.shape) + 1j * rng.normal(0.0, sigma, signal.shape)
+    signal += rng.standard_normal(signal.shape + (2,)).view(np.complex128)[..., 0] * sigma
     delayed = ng.proc_base.fsh2(signal, -_num(params, "GRPDLY"))
     return delayed * (COUNTS_PER_SCAN_PER_RG * _num(params, "RG"))
 
@@ -214,12 +216,11 @@ def write_jcamp_params(path: Path, params: Mapping[str, object], when: datetime,
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
-    """Write a file through a temporary name and rename, so no reader sees half a file."""
+    """Write a file through a temporary name and rename, so no reader sees half a file.
+
+    No fsync: this is the simulator's disk, and a dataset costs well under 50 ms this way."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
+    tmp.write_bytes(content)
     os.replace(tmp, path)
 
 

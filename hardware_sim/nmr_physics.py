@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import expm
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 
@@ -100,8 +99,12 @@ class ExsySample:
         """EXSY volume matrix A(t) = exp(-L t) diag(p): A[i, j] from site j (F1) to site i (F2)."""
         if t_s < 0:
             raise ValueError(f"mixing time must be >= 0, got {t_s} s")
-        lmat = self.relaxation_exchange_matrix(temperature_k)
-        return expm(-lmat * t_s) @ np.diag(self.populations)
+        # L diag(p) is symmetric (detailed balance), so S = p^-1/2 L p^1/2 is too: use eigh.
+        root_p = np.sqrt(self.populations)
+        sym = self.relaxation_exchange_matrix(temperature_k) * root_p[None, :] / root_p[:, None]
+        eigenvalues, vectors = np.linalg.eigh((sym + sym.T) / 2.0)
+        propagator = (vectors * np.exp(-eigenvalues * t_s)) @ vectors.T
+        return root_p[:, None] * propagator * root_p[None, :]
 
 
 # Default rates at 293 K (1/s) and the paper's activation energies (eV), forward direction.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.linalg import expm
 
 from hardware_sim.nmr_physics import (
     BOLTZMANN_EV_PER_K,
@@ -55,6 +56,8 @@ def test_detailed_balance_and_symmetric_volumes() -> None:
     a = sample.mixing_matrix(2.0, 330.0)
     np.testing.assert_allclose(a, a.T, rtol=1e-10)
     np.testing.assert_allclose(sample.mixing_matrix(0.0, 330.0), np.diag(p), atol=1e-15)
+    reference = expm(-sample.relaxation_exchange_matrix(330.0) * 2.0) @ np.diag(p)
+    np.testing.assert_allclose(a, reference, rtol=1e-10, atol=1e-15)
 
 
 def test_without_t1_decay_exchange_conserves_and_equilibrates_magnetisation() -> None:
