@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Mapping
 
+from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
 from drivers.bruker_params import expno_has_data
 
 log = logging.getLogger(__name__)
@@ -137,16 +139,34 @@ class TopSpinDriver:
         job_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         job = {"id": job_id, "op": op, "args": args, "sent_clock_s": self.clock.now()}
         job_path = self.jobs_dir / f"{job_id}.json"
+        try:
+            self._write_job(job_path, job)
+        except OSError as exc:
+            raise SpectrometerError(f"TopSpin: cannot write job {op!r} to {job_path}: {exc}") from exc
+        result = self._wait_result(job_id, op, job_path)
+        if not result.get("ok"):
+            raise JobFailed(f"TopSpin: job {op!r} {args} failed: {result.get('error')}")
+        return result.get("value")
+
+    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(3), wait=wait_fixed(0.05),
+           before_sleep=before_sleep_log(log, logging.WARNING), reraise=True)
+    def _write_job(self, job_path: Path, job: dict) -> None:
+        """Write <id>.json.tmp, fsync, rename to <id>.json; retried on transient OSError (network shares)."""
         tmp = job_path.with_suffix(".json.tmp")
         with open(tmp, "w") as handle:
             json.dump(job, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, job_path)
-        result = self._wait_result(job_id, op, job_path)
-        if not result.get("ok"):
-            raise JobFailed(f"TopSpin: job {op!r} {args} failed: {result.get('error')}")
-        return result.get("value")
+
+    @staticmethod
+    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(3), wait=wait_fixed(0.05),
+           before_sleep=before_sleep_log(log, logging.WARNING), reraise=True)
+    def _take_result(result_path: Path) -> dict:
+        """Read and remove a result file; retried on transient OSError, ValueError if not JSON."""
+        result = json.loads(result_path.read_text())
+        result_path.unlink()
+        return result
 
     def _wait_result(self, job_id: str, op: str, job_path: Path) -> dict:
         result_path = self.results_dir / f"{job_id}.json"
@@ -157,12 +177,10 @@ class TopSpinDriver:
         while True:
             if result_path.exists():
                 try:
-                    result = json.loads(result_path.read_text())
-                except ValueError:
-                    time.sleep(nap)  # rename is atomic; a partial read is a foreign writer: retry
-                    continue
-                result_path.unlink()
-                return result
+                    return self._take_result(result_path)
+                except (OSError, ValueError) as exc:
+                    raise SpectrometerError(f"TopSpin: unreadable result for job {op!r} at {result_path}: "
+                                            f"{exc}") from exc
             now = time.monotonic()
             beat = self._read_heartbeat()
             if beat != first_beat:
@@ -177,7 +195,7 @@ class TopSpinDriver:
                 raise error(f"TopSpin: job {op!r} ({job_id}): {reason}; job "
                             f"{'withdrawn' if withdrawn else 'already taken by TopSpin'}")
             time.sleep(nap)
-            nap = min(nap * 2, 0.005)
+            nap = min(nap * 2, 0.001)
 
     @staticmethod
     def _withdraw(job_path: Path) -> bool:
