@@ -381,6 +381,10 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
     """Synthesize and write an EXSY dataset whose ser holds the first `fraction` of the FIDs."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"NMR dataset: fraction {fraction} must be within [0, 1]")
+    for name in ("ser", "fid"):
+        if (Path(expno_dir) / name).exists():
+            raise FileExistsError(f"NMR dataset: {Path(expno_dir) / name} already holds data; "
+                                  "an acquisition never overwrites it")
     fids = to_int32_interleaved(synthesize_ser(params, temperature_k, sample, seed))
     rows = math.floor(fraction * fids.shape[0] + 1e-9)
     completed = _when(params)

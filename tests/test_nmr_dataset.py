@@ -177,6 +177,15 @@ def test_partial_dataset_holds_the_first_rows_only(tmp_path: Path) -> None:
         write_partial_dataset(tmp_path / "bad" / "1", params, 300.0, fraction=1.5)
 
 
+def test_existing_data_is_never_overwritten(tmp_path: Path) -> None:
+    expno = tmp_path / "exsy" / "1"
+    write_partial_dataset(expno, {"TD1": 8}, 300.0, fraction=0.5)
+    before = (expno / "ser").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds data"):
+        write_acquired_dataset(expno, {"TD1": 8}, 300.0)
+    assert (expno / "ser").read_bytes() == before
+
+
 def test_acquisition_duration_formula() -> None:
     params = {"NS": 2, "DS": 1, "TD": 1024, "TD1": 4, "D1": 1.0, "D8": 0.5, "IN0": 0.01,
               "SW": 10.0, "SFO1": 51.2, "FnMODE": 5}
