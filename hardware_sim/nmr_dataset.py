@@ -100,8 +100,10 @@ def synthesize_ser(params: Mapping[str, object], temperature_k: float,
 
     Bruker's sign convention: a site above the carrier precesses as exp(+2 pi i nu t) in both
     dimensions, so nmrglue's fft followed by rev puts the spectrum on the decreasing-ppm axis (as
-    in nmrglue's Bruker example). Row 2k holds the cos, row 2k+1 the sin t1 modulation, both times (-1)**k (the TPPI step). The F2 FID is delayed by GRPDLY points, as
-    the DIGMOD 1 filter does; the scale is int32 counts (not yet rounded).
+    in nmrglue's Bruker example). FnMODE 4/5/6: row 2k holds the cos, row 2k+1 the sin t1
+    modulation, both times (-1)**k (the TPPI step); other FnMODEs get the cos modulation only.
+    The F2 FID is delayed by GRPDLY points, as the DIGMOD 1 filter does; the scale is int32
+    counts (not yet rounded).
     """
     sample = sample if sample is not None else paper_sample()
     td, ns = _int(params, "TD"), _int(params, "NS")
@@ -226,16 +228,16 @@ def _write_atomic(path: Path, content: bytes) -> None:
 
 def _when(params: Mapping[str, object]) -> datetime:
     """Acquisition timestamp: params['DATE'] (epoch s, from the simulator's clock) or now."""
-    date = params.get("DATE")
-    epoch = float(date) if date is not None else datetime.now(timezone.utc).timestamp()  # type: ignore[arg-type]
-    return datetime.fromtimestamp(epoch, timezone.utc)
+    if params.get("DATE") is None:
+        return datetime.now(timezone.utc)
+    return datetime.fromtimestamp(_num(params, "DATE"), timezone.utc)
 
 
-def _array(length: int, fill: float, **entries: float) -> list[float]:
-    """A TopSpin parameter array with the given fill and a few set entries (keys like 'i8')."""
+def _array(length: int, fill: float, entries: Mapping[int, float] | None = None) -> list[float]:
+    """A TopSpin parameter array with the given fill and a few set entries {index: value}."""
     values = [fill] * length
-    for key, value in entries.items():
-        values[int(key[1:])] = value
+    for index, value in (entries or {}).items():
+        values[index] = value
     return values
 
 
@@ -247,14 +249,14 @@ def acqus_params(params: Mapping[str, object], temperature_k: float) -> dict[str
     return {
         "ACQT0": 1, "AQ_mod": 3, "AQSEQ": 0, "AUNM": "au_zg", "BF1": round(sfo1 - o1 * 1e-6, 9),
         "BYTORDA": _int(params, "BYTORDA"), "CNST": _array(64, 1.0),
-        "D": _array(64, 0.0, i1=_num(params, "D1"), i8=_num(params, "D8")),
+        "D": _array(64, 0.0, {1: _num(params, "D1"), 8: _num(params, "D8")}),
         "DATE": int(_when(params).timestamp()), "DECIM": ADC_RATE_HZ / sw_h, "DIGMOD": 1,
         "DIGTYP": 12, "DQDMODE": 0, "DS": _int(params, "DS"), "DSPFIRM": 0,
         "DSPFVS": _int(params, "DSPFVS"), "DTYPA": 0, "FnMODE": 0, "GRPDLY": _num(params, "GRPDLY"),
         "IN": _array(64, in0), "INP": _array(64, 0.0), "L": _array(32, 1),
         "MASR": _num(params, "MASR"), "NC": 0, "NS": _int(params, "NS"), "NUC1": _str(params, "NUC1"),
-        "NUC2": "off", "O1": o1, "OVERFLW": 0, "P": _array(64, 0.0, i1=_num(params, "P1")),
-        "PARMODE": 1, "PL": _array(64, 120.0, i1=-2.0), "PROBHD": "4 mm MAS WVT 1H/X",
+        "NUC2": "off", "O1": o1, "OVERFLW": 0, "P": _array(64, 0.0, {1: _num(params, "P1")}),
+        "PARMODE": 1, "PL": _array(64, 120.0, {1: -2.0}), "PROBHD": "4 mm MAS WVT 1H/X",
         "PULPROG": _str(params, "PULPROG"), "RG": _num(params, "RG"), "SFO1": sfo1,
         "SOLVENT": "none", "SW": _num(params, "SW"), "SW_h": sw_h, "TD": _int(params, "TD"),
         "TD0": 1, "TE": _num(params, "TE") if "TE" in params else temperature_k,
@@ -388,7 +390,8 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
     fids = to_int32_interleaved(synthesize_ser(params, temperature_k, sample, seed))
     rows = math.floor(fraction * fids.shape[0] + 1e-9)
     completed = _when(params)
-    started = datetime.fromtimestamp(completed.timestamp() - acquisition_duration_s(params), timezone.utc)
+    elapsed_s = fraction * acquisition_duration_s(params)  # an interrupted run stopped early
+    started = datetime.fromtimestamp(completed.timestamp() - elapsed_s, timezone.utc)
     expno_dir = Path(expno_dir)
     pulprog = _str(params, "PULPROG")
     raw = write_dataset_files(expno_dir, acqus_params(params, temperature_k), acqu2s_params(params),

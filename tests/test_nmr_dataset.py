@@ -56,7 +56,7 @@ def acquire(tmp_path: Path, name: str, temperature_k: float, sample=None, **para
 def test_nmrglue_reads_requested_parameters_and_shape(tmp_path: Path) -> None:
     expno = tmp_path / "exsy" / "3"
     params = {"D8": 0.25, "TE": 313.0, "NS": 8, "DS": 2, "TD": 1536, "TD1": 24, "D1": 3.0,
-              "TITLE": "EXSY 40 C 250 ms", "MASR": 10000}
+              "TITLE": "EXSY 40 C 250 ms", "MASR": 10000, "DATE": 1_790_000_000.0}
     write_acquired_dataset(expno, params, temperature_k=312.4)
     dic, data = ng.bruker.read(str(expno))
     assert dic["acqus"]["D"][8] == pytest.approx(0.25)
@@ -70,7 +70,9 @@ def test_nmrglue_reads_requested_parameters_and_shape(tmp_path: Path) -> None:
     assert data.shape == (24, 768)
     assert (expno / "pdata" / "1" / "title").read_text().startswith("EXSY 40 C 250 ms")
     assert "noesyph" in (expno / "pulseprogram").read_text()
-    assert "created by zg" in (expno / "audita.txt").read_text()
+    audit = (expno / "audita.txt").read_text()
+    assert "created by zg" in audit and "<2026-09-21 " in audit  # completion time from DATE
+    assert dic["acqus"]["DATE"] == 1_790_000_000
     def body(name: str) -> list[str]:
         return [line for line in (expno / name).read_text().splitlines() if not line.startswith("$$")]
 
