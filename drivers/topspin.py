@@ -61,6 +61,10 @@ class InvalidDataset(SpectrometerError, ValueError):
     """A dataset name or expno that could escape the data folder or is out of range."""
 
 
+class InvalidParameter(SpectrometerError, ValueError):
+    """A parameter name that is not a plain TopSpin name (letters, digits, underscore)."""
+
+
 @dataclass(frozen=True)
 class AcquisitionStatus:
     """What TopSpin reports about one dataset's acquisition."""
@@ -78,6 +82,13 @@ def check_dataset_name(name: str) -> str:
         raise InvalidDataset(f"TopSpin: refused dataset name {name!r} (path separators, '..', "
                              "absolute path or surrounding blanks)")
     return name
+
+
+def check_param_name(key: str) -> str:
+    """Return `key` if it is a plain parameter name such as D8, TD1, FnMODE."""
+    if not isinstance(key, str) or not key or not set(key) <= _PARAM_NAME_CHARS:
+        raise InvalidParameter(f"TopSpin: refused parameter name {key!r}")
+    return key
 
 
 def check_expno(expno: int) -> int:
@@ -145,7 +156,8 @@ class TopSpinDriver:
             raise SpectrometerError(f"TopSpin: cannot write job {op!r} to {job_path}: {exc}") from exc
         result = self._wait_result(job_id, op, job_path)
         if not result.get("ok"):
-            raise JobFailed(f"TopSpin: job {op!r} {args} failed: {result.get('error')}")
+            error = SpinningFailure if result.get("kind") == "spinning_failure" else JobFailed
+            raise error(f"TopSpin: job {op!r} {args} failed: {result.get('error')}")
         return result.get("value")
 
     @retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(3), wait=wait_fixed(0.05),
@@ -247,14 +259,13 @@ class TopSpinDriver:
         """PUTPAR each parameter (TopSpin names: D8, TE, NS, DS, TD1, D1, IN0, TITLE, ...)."""
         self._refuse_if_data(name, expno, "set_params")
         for key in params:
-            if not key or not set(key) <= _PARAM_NAME_CHARS:
-                raise JobFailed(f"TopSpin: refused parameter name {key!r}")
+            check_param_name(key)
         self._job("set_params", name=name, expno=expno, params={k: str(v) for k, v in params.items()})
 
     def get_param(self, name: str, expno: int, key: str) -> str:
         """GETPAR `key` of name/expno, as TopSpin's text."""
         self.expno_dir(name, expno)
-        return str(self._job("get_param", name=name, expno=expno, key=key))
+        return str(self._job("get_param", name=name, expno=expno, key=check_param_name(key)))
 
     def delete_dataset(self, name: str, expno: int) -> None:
         """Delete a scratch dataset this driver created; refuse any other."""

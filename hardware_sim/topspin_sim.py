@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from drivers.bruker_params import expno_has_data
 from drivers.topspin_side import exsylab_automation as script
 from hardware_sim import nmr_dataset
 from hardware_sim.topspin_params import (DEFAULT_EXSY_PARAMS, canonical_key, coerce, exsylab_name, lookup,
@@ -272,7 +273,7 @@ class SimulatedTopSpin:
         with self._lock:
             self._advance()
             self._refuse_if_disk_full(target)
-            if (target / "ser").exists() or (target / "fid").exists():
+            if expno_has_data(target):
                 raise SimTopSpinError(f"wrpa: {target} holds data; not overwritten")
             params = dict(self._params[self.current])
             self._params[target] = params
@@ -285,7 +286,7 @@ class SimulatedTopSpin:
             path = self.current
             if self._acquisition is not None and self._acquisition.state == "running":
                 raise SimTopSpinError(f"zg: acquisition already running in {self._acquisition.path}")
-            if (path / "ser").exists() or (path / "fid").exists():
+            if expno_has_data(path):
                 raise SimTopSpinError(f"zg: {path} holds data; TopSpin would ask to overwrite")
             self._refuse_if_disk_full(path / "ser")
             if "spinning_failure" in self.faults:
@@ -297,6 +298,7 @@ class SimulatedTopSpin:
                                duration_s=nmr_dataset.acquisition_duration_s(params),
                                seed=self.seed + self._acquisition_count)
             self._acquisition = acq
+            (path / "ser").touch()  # TopSpin creates ser when the acquisition starts
             log.info("simulated TopSpin: zg in %s for %.1f s", path, acq.duration_s)
         if not wait:
             return 0
@@ -333,18 +335,21 @@ class SimulatedTopSpin:
             failure = f"acquisition error: receiver overflow (ADC) after {elapsed:.1f} s"
         elif "disk_full" in self.faults:
             failure = f"disk full: no space left on device writing {acq.path / 'ser'}"
+        if failure is None and elapsed < acq.duration_s:
+            return
+        placeholder = acq.path / "ser"
+        if placeholder.exists() and placeholder.stat().st_size == 0:
+            placeholder.unlink()  # the writer creates the real ser (and never writes over one)
         if failure is not None:
             acq.state, acq.message = "failed", failure
             if "disk_full" not in self.faults:
                 nmr_dataset.write_partial_dataset(acq.path, acq.params, self.sample_temperature_k(), fraction,
                                                   sample=self.sample, seed=acq.seed)
             log.warning("simulated TopSpin: %s (%s)", failure, acq.path)
-        elif elapsed >= acq.duration_s:
+        else:
             nmr_dataset.write_acquired_dataset(acq.path, acq.params, self.sample_temperature_k(),
                                                sample=self.sample, seed=acq.seed)
             acq.state, acq.message = "done", "acquisition finished"
-        else:
-            return
         acq.done_event.set()
 
     # ---- VT and MAS --------------------------------------------------------------------

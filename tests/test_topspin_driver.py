@@ -10,8 +10,8 @@ import nmrglue as ng
 import pytest
 
 from drivers.clock import VirtualClock
-from drivers.topspin import (AcquisitionOverdue, ExpnoCollision, InvalidDataset, JobFailed, SpectrometerError,
-                             SpinningFailure, TopSpinDriver, TopSpinNotRunning)
+from drivers.topspin import (AcquisitionOverdue, ExpnoCollision, InvalidDataset, InvalidParameter, JobFailed,
+                             SpectrometerError, SpinningFailure, TopSpinDriver, TopSpinNotRunning)
 from hardware_sim.nmr_dataset import acquisition_duration_s, padded_points
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
@@ -68,7 +68,7 @@ def test_acquisition_takes_its_pulse_sequence_time_on_the_clock(bench):
     driver.start_acquisition("exsy", 1)
     clock.advance(DURATION_S - 1.0)
     assert driver.acquisition_status("exsy", 1).state == "running"
-    assert not (path / "ser").exists()
+    assert (path / "ser").stat().st_size == 0   # created at zg start, filled at the end
     clock.advance(1.5)
     assert driver.acquisition_status("exsy", 1).state == "done"
 
@@ -221,9 +221,8 @@ def test_spinning_failure_raises_spinning_failure(bench):
         driver.wait_acquisition("exsy", 1, DURATION_S, poll_s=1.0)
     assert driver.read_mas_rate_hz() == 0.0
     prepare(driver, expno=2)
-    driver.start_acquisition("exsy", 2)
     with pytest.raises(SpinningFailure, match="spinning failure"):
-        driver.wait_acquisition("exsy", 2, DURATION_S, poll_s=1.0)
+        driver.start_acquisition("exsy", 2)
 
 
 def test_disk_full_gives_a_clear_error_and_writes_nothing(bench):
@@ -289,8 +288,10 @@ def test_unknown_parameter_is_topspins_error(bench):
     prepare(driver)
     with pytest.raises(JobFailed, match="unknown parameter"):
         driver.get_param("exsy", 1, "NOSUCHPAR")
-    with pytest.raises(JobFailed, match="refused parameter name"):
+    with pytest.raises(InvalidParameter, match="refused parameter name"):
         driver.set_params("exsy", 1, {"D8; rm": 1})
+    with pytest.raises(InvalidParameter):
+        driver.get_param("exsy", 1, "../NS")
 
 
 def test_delete_dataset_only_removes_what_the_driver_created(bench):
@@ -310,3 +311,13 @@ def test_channel_leaves_no_files_behind(bench):
         driver.get_param("exsy", 1, "NS")
     leftovers = list((driver.automation_dir / "jobs").iterdir()) + list((driver.automation_dir / "results").iterdir())
     assert leftovers == []
+
+
+def test_zg_stays_on_its_dataset_when_the_next_job_opens_another(bench):
+    sim, driver, clock = bench
+    first = prepare(driver, expno=1)
+    driver.start_acquisition("exsy", 1)
+    second = prepare(driver, expno=2)       # RE on another dataset while zg runs
+    driver.wait_acquisition("exsy", 1, DURATION_S, poll_s=DURATION_S)
+    assert (first / "ser").stat().st_size == COMPLETE_SER_BYTES
+    assert not (second / "ser").exists()

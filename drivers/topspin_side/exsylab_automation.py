@@ -25,6 +25,7 @@ HEARTBEAT_FILE = "heartbeat.json"
 STOP_FILE = "stop"
 DEFAULT_AUTOMATION_DIR = os.path.join(os.path.expanduser("~"), "exsylab_automation")
 HEARTBEAT_PERIOD_S = 1.0
+ZG_START_TIMEOUT_S = 60.0
 # Arrays whose elements TopSpin names "D 8", "P 1", ...; exsylab names them "D8", "P1".
 ARRAY_PARAMS = ("D", "P", "PL", "PLW", "PLDB", "CNST", "L", "IN", "INP", "SP", "SPW", "GPZ", "VD")
 # F1 (indirect dimension) parameters: exsylab "TD1" is TopSpin's "1 TD".
@@ -58,6 +59,20 @@ def check_expno(expno):
     if expno < 1 or expno > 99999:
         raise ValueError("expno %d outside 1..99999" % expno)
     return expno
+
+
+def has_data(expno_path):
+    """True when the expno holds acquired data (a non-empty ser or fid)."""
+    for name in ("ser", "fid"):
+        raw = os.path.join(expno_path, name)
+        if os.path.isfile(raw) and os.path.getsize(raw) > 0:
+            return True
+    return False
+
+
+def failure_kind(message):
+    """Classify TopSpin's error message: "spinning_failure" or "acq_error"."""
+    return "spinning_failure" if "spinning" in message.lower() else "acq_error"
 
 
 def write_json_atomic(path, obj):
@@ -195,7 +210,8 @@ class Automation(object):
         try:
             result.update(ok=True, value=handler(job.get("args") or {}))
         except Exception as exc:  # TopSpin raises plain errors; the host needs the message
-            result.update(ok=False, error="%s: %s" % (type(exc).__name__, exc))
+            message = "%s: %s" % (type(exc).__name__, exc)
+            result.update(ok=False, error=message, kind=failure_kind(message))
         return result
 
     # ---- helpers ----------------------------------------------------------------------
@@ -228,7 +244,7 @@ class Automation(object):
     def op_create(self, args):
         dataset = self.dataset(args)
         path = self.expno_path(dataset)
-        if os.path.exists(os.path.join(path, "ser")) or os.path.exists(os.path.join(path, "fid")):
+        if has_data(path):
             raise RuntimeError("expno %s already holds data; refusing to overwrite" % path)
         template = args.get("template")
         if template:
@@ -254,7 +270,7 @@ class Automation(object):
         running = self.acquisitions.get(path)
         if running is not None and running["thread"].is_alive():
             raise RuntimeError("acquisition already running in %s" % path)
-        if os.path.exists(os.path.join(path, "ser")) or os.path.exists(os.path.join(path, "fid")):
+        if has_data(path):
             raise RuntimeError("expno %s already holds data; refusing to overwrite" % path)
         record = {"error": None}
 
@@ -270,6 +286,16 @@ class Automation(object):
         record["thread"].daemon = True
         self.acquisitions[path] = record
         record["thread"].start()
+        # Only return once zg has taken this dataset (TopSpin creates ser at the start), so that
+        # the next job's RE cannot change the dataset under a zg that has not begun yet.
+        ser = os.path.join(path, "ser")
+        deadline = time.time() + ZG_START_TIMEOUT_S
+        while record["thread"].is_alive() and not os.path.exists(ser):
+            if time.time() > deadline:
+                raise RuntimeError("zg did not start in %s within %.0f s" % (path, ZG_START_TIMEOUT_S))
+            time.sleep(0.001)
+        if record["error"]:
+            raise RuntimeError(record["error"])
         return path
 
     def op_status(self, args):
@@ -281,8 +307,7 @@ class Automation(object):
             record["thread"].join(0.002)
         state = {"path": path, "kind": None, "scans_done": None}
         if record is not None and record["error"]:
-            state.update(state="failed", message=record["error"],
-                         kind="spinning_failure" if "spinning" in record["error"].lower() else "acq_error")
+            state.update(state="failed", message=record["error"], kind=failure_kind(record["error"]))
         elif present == needed and needed > 0:
             state.update(state="done", message="ser complete (%d bytes)" % present)
         elif record is not None:
