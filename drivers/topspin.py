@@ -136,7 +136,7 @@ class TopSpinDriver:
         # After a jump of virtual time the script needs a moment of real time to beat again.
         deadline = time.monotonic() + _STALE_GRACE_REAL_S
         while time.monotonic() < deadline:
-            time.sleep(0.002)
+            time.sleep(0.0005)
             if self._fresh(self._read_heartbeat()):
                 return True
         return False
@@ -144,9 +144,9 @@ class TopSpinDriver:
     # ---- job channel ---------------------------------------------------------------
     def _job(self, op: str, **args: object) -> object:
         """Send one job and return its value; raise TopSpinNotRunning or JobFailed."""
-        if not self.is_alive():
-            raise TopSpinNotRunning(f"TopSpin: job {op!r} not sent: heartbeat {self.heartbeat_path} older than "
-                                    f"{self.heartbeat_timeout_s} s or missing (is exsylab_automation running?)")
+        if self._read_heartbeat() is None and not self.is_alive():
+            raise TopSpinNotRunning(f"TopSpin: job {op!r} not sent: heartbeat {self.heartbeat_path} missing or "
+                                    "marked stopped (is exsylab_automation running?)")
         job_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         job = {"id": job_id, "op": op, "args": args, "sent_clock_s": self.clock.now()}
         job_path = self.jobs_dir / f"{job_id}.json"
@@ -200,6 +200,8 @@ class TopSpinDriver:
             dead_by_clock = not self._fresh(beat) and now - start > _STALE_GRACE_REAL_S
             dead_by_silence = now - last_change > min(self.heartbeat_timeout_s, self.job_timeout_s)
             if dead_by_clock or dead_by_silence or now - start > self.job_timeout_s:
+                # (a heartbeat stale by the clock gets the grace period: the script beats again
+                # right after a jump of virtual time, in the same loop that answers this job)
                 withdrawn = self._withdraw(job_path)
                 reason = ("heartbeat stopped" if dead_by_clock or dead_by_silence
                           else f"no result within {self.job_timeout_s} s")

@@ -78,8 +78,15 @@ def _jcamp(title: str, scalars: Mapping[str, object], arrays: Mapping[str, list]
     return dic
 
 
-def write_parameter_files(expno_dir: Path, params: Mapping[str, object]) -> None:
-    """Write acqu/acqus (F2) and acqu2/acqu2s (F1) for a dataset that holds no data yet."""
+def is_f1_key(key: str) -> bool:
+    """True for parameters of the indirect dimension (stored in acqu2/acqu2s)."""
+    return key.upper() in _F1_KEYS
+
+
+def write_parameter_files(expno_dir: Path, params: Mapping[str, object], *, dimensions: str = "12",
+                          status_files: bool = True) -> None:
+    """Write acqu (F2, dimension "1") and acqu2 (F1, "2") for a dataset that holds no data yet,
+    and their status twins acqus/acqu2s when status_files (as wrpa does; PUTPAR writes acqu*)."""
     expno_dir.mkdir(parents=True, exist_ok=True)
     arrays = {name: [0.0] * ARRAY_SIZE for name in _ARRAYS}
     f2: dict[str, object] = {}
@@ -97,16 +104,18 @@ def write_parameter_files(expno_dir: Path, params: Mapping[str, object]) -> None
     for shared in ("NUC1", "SFO1", "FnMODE", "BYTORDA", "DTYPA"):
         if shared in f2:
             f1.setdefault(shared, f2[shared])
-    for name, (values, scalars) in {"acqu": (arrays, f2), "acqu2": ({}, f1)}.items():
+    files = {"1": ("acqu", arrays, f2), "2": ("acqu2", {}, f1)}
+    for dimension in dimensions:
+        name, values, scalars = files[dimension]
         dic = _jcamp("Parameter file", scalars, values)
-        for filename in (name, name + "s"):
+        for filename in (name, name + "s") if status_files else (name,):
             ng.bruker.write_jcamp(dic, str(expno_dir / filename), overwrite=True)
 
 
 def read_parameter_files(expno_dir: Path) -> dict[str, object]:
-    """Read a dataset's acqus/acqu2s back into exsylab keys (for datasets made before a restart)."""
+    """Read a dataset's acqu/acqu2 back into exsylab keys (for datasets made before a restart)."""
     params: dict[str, object] = {}
-    acqus = ng.bruker.read_jcamp(str(expno_dir / "acqus"))
+    acqus = ng.bruker.read_jcamp(str(expno_dir / "acqu"))
     for key, value in acqus.items():
         if key.startswith("_"):
             continue
@@ -114,8 +123,8 @@ def read_parameter_files(expno_dir: Path) -> dict[str, object]:
             params.update({f"{key}{i}": v for i, v in enumerate(value) if v})
         elif not isinstance(value, list):
             params[key] = value
-    if (expno_dir / "acqu2s").exists():
-        acqu2s = ng.bruker.read_jcamp(str(expno_dir / "acqu2s"))
+    if (expno_dir / "acqu2").exists():
+        acqu2s = ng.bruker.read_jcamp(str(expno_dir / "acqu2"))
         for f1_key, f2_key in _F1_KEYS.items():
             if f2_key in acqu2s and f1_key != "FNMODE1":
                 params[f1_key] = acqu2s[f2_key]

@@ -21,7 +21,7 @@ from typing import Callable
 from drivers.bruker_params import expno_has_data
 from drivers.topspin_side import exsylab_automation as script
 from hardware_sim import nmr_dataset
-from hardware_sim.topspin_params import (DEFAULT_EXSY_PARAMS, canonical_key, coerce, exsylab_name, lookup,
+from hardware_sim.topspin_params import (DEFAULT_EXSY_PARAMS, canonical_key, coerce, is_f1_key, exsylab_name, lookup,
                                          read_parameter_files, write_parameter_files)
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class SimulatedTopSpin:
 
     def __init__(self, automation_dir: Path, data_dir: Path, clock, *,
                  temperature_source: Callable[[], float] | None = None, mas_rate_hz: float = 10_000.0,
-                 sample=None, seed: int = 0, poll_real_s: float = 0.002) -> None:
+                 sample=None, seed: int = 0, poll_real_s: float = 0.001) -> None:
         self.automation_dir = Path(automation_dir)
         self.data_dir = Path(data_dir)
         self.clock = clock
@@ -217,7 +217,7 @@ class SimulatedTopSpin:
         with self._lock:
             self._advance()
             if path not in self._params:
-                if not (path / "acqus").exists():
+                if not (path / "acqu").exists():
                     raise SimTopSpinError(f"RE: dataset {path} does not exist")
                 self._params[path] = read_parameter_files(path)
             self.current = path
@@ -238,8 +238,10 @@ class SimulatedTopSpin:
             self._refuse_if_disk_full(self.current / "acqu")
             self._refuse_if_acquiring(self.current, "PUTPAR")
             params = self._params[self.current]
-            params[canonical_key(params, exsylab_name(name))] = coerce(value)
-            write_parameter_files(self.current, params)
+            key = canonical_key(params, exsylab_name(name))
+            params[key] = coerce(value)
+            write_parameter_files(self.current, params, dimensions="2" if is_f1_key(key) else "1",
+                                  status_files=False)
 
     def _refuse_if_disk_full(self, target: Path) -> None:
         if "disk_full" in self.faults:

@@ -76,21 +76,20 @@ def failure_kind(message):
 
 
 def write_json_atomic(path, obj):
-    """Write JSON to path.tmp, flush and fsync it, then rename it over path."""
+    """Write JSON to path.tmp, then rename it over path, so readers never see a partial file.
+    Not fsynced: a result lost in a crash is a job the host times out on, and an fsync per
+    result would dominate the round trip."""
     tmp = path + ".tmp"
     handle = open(tmp, "w")
     try:
         handle.write(json.dumps(obj, sort_keys=True))
-        handle.flush()
-        try:
-            os.fsync(handle.fileno())
-        except (AttributeError, OSError, TypeError, ValueError):
-            pass  # Jython on some JVMs has no fsync for this handle; rename is still atomic
     finally:
         handle.close()
-    if os.path.exists(path):
-        os.remove(path)  # Windows/Jython rename does not replace
-    os.rename(tmp, path)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.remove(path)  # Windows (and Jython there) does not rename over an existing file
+        os.rename(tmp, path)
 
 
 class TopSpinBuiltins(object):
@@ -303,8 +302,6 @@ class Automation(object):
         path = self.expno_path(dataset)
         present, needed = self.ser_state(path)
         record = self.acquisitions.get(path)
-        if record is not None and record["thread"].is_alive():
-            record["thread"].join(0.002)
         state = {"path": path, "kind": None, "scans_done": None}
         if record is not None and record["error"]:
             state.update(state="failed", message=record["error"], kind=failure_kind(record["error"]))
