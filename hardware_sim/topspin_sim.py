@@ -101,7 +101,7 @@ class SimulatedTopSpin:
 
     def __init__(self, automation_dir: Path, data_dir: Path, clock, *,
                  temperature_source: Callable[[], float] | None = None, mas_rate_hz: float = 10_000.0,
-                 sample=None, seed: int = 0, poll_real_s: float = 0.001) -> None:
+                 sample=None, seed: int = 0, poll_real_s: float = 0.002) -> None:
         self.automation_dir = Path(automation_dir)
         self.data_dir = Path(data_dir)
         self.clock = clock
