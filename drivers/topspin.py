@@ -30,6 +30,7 @@ RESULTS_DIR = "results"
 HEARTBEAT_FILE = "heartbeat.json"
 MAX_EXPNO = 99999
 _STALE_GRACE_REAL_S = 0.25   # a heartbeat stale by the clock gets this much real time to refresh
+_LIVENESS_CHECK_REAL_S = 0.02  # how often a job wait re-reads the heartbeat
 _PARAM_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -184,7 +185,7 @@ class TopSpinDriver:
         result_path = self.results_dir / f"{job_id}.json"
         start = time.monotonic()
         first_beat = self._read_heartbeat()
-        last_change = start
+        last_change = last_check = start
         nap = 0.0002
         while True:
             if result_path.exists():
@@ -193,7 +194,12 @@ class TopSpinDriver:
                 except (OSError, ValueError) as exc:
                     raise SpectrometerError(f"TopSpin: unreadable result for job {op!r} at {result_path}: "
                                             f"{exc}") from exc
+            time.sleep(nap)
+            nap = min(nap * 2, 0.001)
             now = time.monotonic()
+            if now - last_check < _LIVENESS_CHECK_REAL_S:
+                continue
+            last_check = now
             beat = self._read_heartbeat()
             if beat != first_beat:
                 first_beat, last_change = beat, now
@@ -208,8 +214,6 @@ class TopSpinDriver:
                 error = TopSpinNotRunning if (dead_by_clock or dead_by_silence) else JobFailed
                 raise error(f"TopSpin: job {op!r} ({job_id}): {reason}; job "
                             f"{'withdrawn' if withdrawn else 'already taken by TopSpin'}")
-            time.sleep(nap)
-            nap = min(nap * 2, 0.001)
 
     @staticmethod
     def _withdraw(job_path: Path) -> bool:
