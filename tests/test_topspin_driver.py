@@ -321,3 +321,21 @@ def test_zg_stays_on_its_dataset_when_the_next_job_opens_another(bench):
     driver.wait_acquisition("exsy", 1, DURATION_S, poll_s=DURATION_S)
     assert (first / "ser").stat().st_size == COMPLETE_SER_BYTES
     assert not (second / "ser").exists()
+
+
+def test_create_without_template_copies_topspins_current_dataset(bench):
+    sim, driver, clock = bench
+    prepare(driver, expno=1, D8=0.75)           # leaves exsy/1 as TopSpin's current dataset
+    driver.create_dataset("exsy", 2)
+    assert driver.get_param("exsy", 2, "D8") == "0.75"
+    assert driver.get_param("exsy", 2, "TD1") == str(PARAMS["TD1"])
+
+
+def test_teget_reports_the_temperature_source(tmp_path):
+    clock = VirtualClock()
+    sim = SimulatedTopSpin(tmp_path / "a", tmp_path / "d", clock, temperature_source=lambda: 342.25)
+    sim.start()
+    try:
+        assert TopSpinDriver(tmp_path / "a", tmp_path / "d", clock).teget() == 342.25
+    finally:
+        sim.stop()
