@@ -114,6 +114,7 @@ class TopSpinDriver:
         self.results_dir = self.automation_dir / RESULTS_DIR
         self.heartbeat_path = self.automation_dir / HEARTBEAT_FILE
         self._created: set[tuple[str, int]] = set()
+        self._abandoned: set[str] = set()   # jobs given up on after TopSpin took them
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.results_dir.mkdir(parents=True, exist_ok=True)
 
@@ -148,6 +149,7 @@ class TopSpinDriver:
         if self._read_heartbeat() is None and not self.is_alive():
             raise TopSpinNotRunning(f"TopSpin: job {op!r} not sent: heartbeat {self.heartbeat_path} missing or "
                                     "marked stopped (is exsylab_automation running?)")
+        self._drop_late_results()
         job_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         job = {"id": job_id, "op": op, "args": args, "sent_clock_s": self.clock.now()}
         job_path = self.jobs_dir / f"{job_id}.json"
@@ -209,11 +211,22 @@ class TopSpinDriver:
                 # (a heartbeat stale by the clock gets the grace period: the script beats again
                 # right after a jump of virtual time, in the same loop that answers this job)
                 withdrawn = self._withdraw(job_path)
+                if not withdrawn:
+                    self._abandoned.add(job_id)
                 reason = ("heartbeat stopped" if dead_by_clock or dead_by_silence
                           else f"no result within {self.job_timeout_s} s")
                 error = TopSpinNotRunning if (dead_by_clock or dead_by_silence) else JobFailed
                 raise error(f"TopSpin: job {op!r} ({job_id}): {reason}; job "
                             f"{'withdrawn' if withdrawn else 'already taken by TopSpin'}")
+
+    def _drop_late_results(self) -> None:
+        """Remove results that arrived after the host gave up on their job (logged, not used)."""
+        for job_id in list(self._abandoned):
+            late = self.results_dir / f"{job_id}.json"
+            if late.exists():
+                log.warning("TopSpin: discarding late result of abandoned job %s: %s", job_id, late.read_text())
+                late.unlink()
+                self._abandoned.discard(job_id)
 
     @staticmethod
     def _withdraw(job_path: Path) -> bool:

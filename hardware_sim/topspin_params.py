@@ -19,7 +19,7 @@ from hardware_sim.nmr_dataset import DEFAULTS
 DEFAULT_EXSY_PARAMS: dict[str, object] = {**DEFAULTS, "TE": 293.0, "TITLE": "exsylab 6Li EXSY template"}
 ARRAY_SIZE = 64
 _ARRAYS = ("D", "P", "IN", "PL", "CNST", "L")
-_F1_KEYS = {"TD1": "TD", "SW1": "SW", "FNMODE1": "FnMODE"}
+_F1_KEYS = {"TD1": "TD", "SW1": "SW"}
 _ARRAY_KEY = re.compile(r"^(D|P|IN|PL|CNST|L)(\d+)$")
 
 
@@ -126,6 +126,6 @@ def read_parameter_files(expno_dir: Path) -> dict[str, object]:
     if (expno_dir / "acqu2").exists():
         acqu2s = ng.bruker.read_jcamp(str(expno_dir / "acqu2"))
         for f1_key, f2_key in _F1_KEYS.items():
-            if f2_key in acqu2s and f1_key != "FNMODE1":
+            if f2_key in acqu2s:
                 params[f1_key] = acqu2s[f2_key]
     return params

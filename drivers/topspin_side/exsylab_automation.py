@@ -27,9 +27,9 @@ DEFAULT_AUTOMATION_DIR = os.path.join(os.path.expanduser("~"), "exsylab_automati
 HEARTBEAT_PERIOD_S = 1.0
 ZG_START_TIMEOUT_S = 60.0
 # Arrays whose elements TopSpin names "D 8", "P 1", ...; exsylab names them "D8", "P1".
-ARRAY_PARAMS = ("D", "P", "PL", "PLW", "PLDB", "CNST", "L", "IN", "INP", "SP", "SPW", "GPZ", "VD")
+ARRAY_PARAMS = ("D", "P", "PL", "PLW", "PLDB", "CNST", "L", "IN", "INP", "SP", "SPW", "GPZ")
 # F1 (indirect dimension) parameters: exsylab "TD1" is TopSpin's "1 TD".
-F1_PARAMS = {"TD1": "1 TD", "SW1": "1 SW", "SFO11": "1 SFO1", "NUC11": "1 NUC1", "FNMODE1": "1 FnMODE"}
+F1_PARAMS = {"TD1": "1 TD", "SW1": "1 SW"}
 BYTES_PER_POINT = 4      # DTYPA 0: int32
 POINTS_PER_BLOCK = 256   # TopSpin pads each FID in ser to 256 points (1024 bytes)
 
