@@ -318,12 +318,14 @@ class TopSpinDriver:
         return status, value.get("kind")
 
     def wait_acquisition(self, name: str, expno: int, expected_s: float, *, overdue_factor: float = 1.5,
-                         poll_s: float | None = None,
-                         on_poll: Callable[[], None] | None = None) -> AcquisitionStatus:
+                         poll_s: float | None = None, on_poll: Callable[[], None] | None = None,
+                         status_every_s: float | None = None) -> AcquisitionStatus:
         """Wait (clock time) until the acquisition is done, calling on_poll every poll_s. TopSpin is
-        asked about 8 times within expected_s and at every poll after it. Raises AcquisitionOverdue
-        past expected_s * overdue_factor, SpinningFailure, JobFailed, TopSpinNotRunning."""
+        asked every status_every_s (default max(poll_s, expected_s / 8): few jobs in virtual time)
+        and at every poll after expected_s. Raises AcquisitionOverdue past expected_s *
+        overdue_factor, SpinningFailure, JobFailed, TopSpinNotRunning."""
         poll = self.poll_s if poll_s is None else poll_s
+        cadence_s = max(poll, expected_s / 8.0) if status_every_s is None else max(poll, status_every_s)
         if poll <= 0 or expected_s < 0:
             raise ValueError(f"TopSpin: wait_acquisition needs poll_s > 0 and expected_s >= 0, "
                              f"got {poll}, {expected_s}")
@@ -346,7 +348,7 @@ class TopSpinDriver:
                     raise AcquisitionOverdue(
                         f"TopSpin: acquisition {name}/{expno} still {status.state} after {now - start:.0f} s "
                         f"(expected {expected_s:.0f} s, limit x{overdue_factor}); {status.message}")
-                next_status = min(now + max(poll, expected_s / 8.0), max(expected_end, now + poll))
+                next_status = min(now + cadence_s, max(expected_end, now + poll))
             if on_poll is not None:
                 on_poll()
             self.clock.sleep(min(poll, next_status - self.clock.now()) if next_status > self.clock.now() else 0.0)

@@ -339,3 +339,28 @@ def test_teget_reports_the_temperature_source(tmp_path):
         assert TopSpinDriver(tmp_path / "a", tmp_path / "d", clock).teget() == 342.25
     finally:
         sim.stop()
+
+
+def test_status_cadence_can_be_set(bench):
+    sim, driver, clock = bench
+    prepare(driver)
+    driver.start_acquisition("exsy", 1)
+    sent: list[str] = []
+    real_job = driver._job
+
+    def counting_job(op: str, **args: object) -> object:
+        sent.append(op)
+        return real_job(op, **args)
+
+    driver._job = counting_job
+    driver.wait_acquisition("exsy", 1, DURATION_S, poll_s=1.0, status_every_s=DURATION_S / 2)
+    assert sent.count("status") == 3          # at 0, 1/2 and the expected end
+
+
+def test_late_results_of_abandoned_jobs_are_discarded(bench):
+    sim, driver, clock = bench
+    late = driver.results_dir / "late-job.json"
+    late.write_text('{"id": "late-job", "ok": true, "value": null}')
+    driver._abandoned.add("late-job")
+    assert driver.get_param(TEMPLATE_NAME, 1, "NS") == "16"
+    assert not late.exists() and driver._abandoned == set()
