@@ -305,6 +305,8 @@ class SimulatedTopSpin:
         if not wait:
             return 0
         while not acq.done_event.wait(self.poll_real_s):
+            if self._stopping:
+                raise SimTopSpinError("zg: TopSpin was closed during the acquisition")
             with self._lock:
                 self._advance()
         if acq.state == "failed":
