@@ -21,6 +21,7 @@ from typing import Callable
 from drivers.bruker_params import expno_has_data
 from drivers.topspin_side import exsylab_automation as script
 from hardware_sim import nmr_dataset
+from hardware_sim.topspin_api_kernel import start_kernel
 from hardware_sim.topspin_params import (DEFAULT_EXSY_PARAMS, canonical_key, coerce, is_f1_key, exsylab_name, lookup,
                                          read_parameter_files, write_parameter_files)
 
@@ -130,12 +131,15 @@ class SimulatedTopSpin:
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Make the template dataset and run the TopSpin-side script in a CPython thread."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.template / "acqus").exists():
-            self._params[self.template] = dict(DEFAULT_EXSY_PARAMS)
-            write_parameter_files(self.template, DEFAULT_EXSY_PARAMS)
+        self._ensure_template()
         self._stopping = False
         self._start_thread()
+
+    def _ensure_template(self) -> None:
+        """Write the template dataset (6Li EXSY defaults) unless a previous run left one."""
+        if not (self.template / "acqu").exists():
+            self._params[self.template] = dict(DEFAULT_EXSY_PARAMS)
+            write_parameter_files(self.template, DEFAULT_EXSY_PARAMS)
 
     def _start_thread(self) -> None:
         argv = ["--automation", str(self.automation_dir), "--data", str(self.data_dir),
@@ -166,17 +170,14 @@ class SimulatedTopSpin:
 
     def serve_kernel(self) -> int:
         """Serve this API on 127.0.0.1 for a Jython-hosted script; return the port."""
-        from hardware_sim.topspin_api_kernel import start_kernel
-        if self.template not in self._params and not (self.template / "acqus").exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._params[self.template] = dict(DEFAULT_EXSY_PARAMS)
-            write_parameter_files(self.template, DEFAULT_EXSY_PARAMS)
+        self._ensure_template()
+        self._stopping = False
         self._kernel = start_kernel(self.api)
         return self._kernel.server_address[1]
 
     def jython_argv(self, port: int, jython: str = "jython") -> list[str]:
         """Command line that runs the TopSpin-side script under Jython against the kernel."""
-        return [jython, "-B", script.__file__.replace(".pyc", ".py"), "--automation", str(self.automation_dir),
+        return [jython, "-B", script.__file__, "--automation", str(self.automation_dir),
                 "--data", str(self.data_dir), "--poll", "0.01", "--sim-kernel", f"127.0.0.1:{port}"]
 
     def jython_env(self) -> dict[str, str]:

@@ -364,3 +364,33 @@ def test_late_results_of_abandoned_jobs_are_discarded(bench):
     driver._abandoned.add("late-job")
     assert driver.get_param(TEMPLATE_NAME, 1, "NS") == "16"
     assert not late.exists() and driver._abandoned == set()
+
+
+def test_restarted_topspin_reports_earlier_datasets_and_still_refuses_them(tmp_path):
+    clock = VirtualClock()
+    first = SimulatedTopSpin(tmp_path / "a", tmp_path / "d", clock)
+    first.start()
+    driver = TopSpinDriver(tmp_path / "a", tmp_path / "d", clock)
+    prepare(driver, expno=1)
+    driver.start_acquisition("exsy", 1)
+    driver.wait_acquisition("exsy", 1, DURATION_S, poll_s=DURATION_S)
+    prepare(driver, expno=2)
+    driver.start_acquisition("exsy", 2)
+    clock.advance(DURATION_S / 2)
+    driver.stop_acquisition()
+    first.stop()
+    assert not driver.is_alive()                       # the last beat says stopped
+
+    second = SimulatedTopSpin(tmp_path / "a", tmp_path / "d", clock)
+    second.start()
+    try:
+        again = TopSpinDriver(tmp_path / "a", tmp_path / "d", clock)
+        assert again.acquisition_status("exsy", 1).state == "done"
+        status = again.acquisition_status("exsy", 2)
+        assert status.state == "failed" and "incomplete ser" in status.message
+        assert again.get_param("exsy", 1, "D8") == "0.05"
+        with pytest.raises(ExpnoCollision):
+            again.create_dataset("exsy", 2, TEMPLATE)
+        assert again.next_free_expno("exsy") == 3
+    finally:
+        second.stop()
