@@ -161,6 +161,7 @@ class SimulatedTopSpin:
             self._kernel = None
 
     def serving_should_stop(self) -> bool:
+        """True once stop() was called (the script then leaves its loop)."""
         return self._stopping
 
     def hang_while_dead(self) -> None:
@@ -224,6 +225,7 @@ class SimulatedTopSpin:
             self.current = path
 
     def getpar(self, name: str) -> str:
+        """GETPAR on the current dataset; unknown names are TopSpin errors."""
         with self._lock:
             self._advance()
             key = exsylab_name(name)
@@ -234,6 +236,7 @@ class SimulatedTopSpin:
             return str(value)
 
     def putpar(self, name: str, value: str) -> None:
+        """PUTPAR on the current dataset; rewrites acqu or acqu2 as TopSpin does."""
         with self._lock:
             self._advance()
             self._refuse_if_disk_full(self.current / "acqu")
@@ -265,7 +268,7 @@ class SimulatedTopSpin:
         if verb == "zg":
             return self._zg(wait)
         if verb in ("halt", "stop"):
-            return self._halt(verb)
+            return self._halt()
         raise SimTopSpinError(f"XCMD: command {command!r} not known to the simulated TopSpin")
 
     def _wrpa(self, args: list[str]) -> int:
@@ -314,7 +317,7 @@ class SimulatedTopSpin:
             raise SimTopSpinError(acq.message)
         return 0
 
-    def _halt(self, verb: str) -> int:
+    def _halt(self) -> int:
         with self._lock:
             acq = self._acquisition
             if acq is not None and acq.state == "running":
@@ -378,5 +381,6 @@ class SimulatedTopSpin:
         return self._bvt_model_k()
 
     def mas_rate_now_hz(self) -> float:
+        """The MAS rate now: 0 after a spinning failure."""
         return 0.0 if "spinning_failure" in self.faults else self.mas_rate_hz
 

@@ -99,39 +99,50 @@ class TopSpinBuiltins(object):
         self.ns = namespace
 
     def RE(self, dataset):
+        """Make `dataset` ([name, expno, procno, dir]) TopSpin's current dataset, without display."""
         return self.ns["RE"](dataset, "n")
 
     def CURDATA(self):
+        """TopSpin's current dataset [name, expno, procno, dir, ...]."""
         return self.ns["CURDATA"]()
 
     def GETPAR(self, name):
+        """A parameter of the current dataset, as text."""
         return self.ns["GETPAR"](name)
 
     def PUTPAR(self, name, value):
+        """Set a parameter of the current dataset."""
         return self.ns["PUTPAR"](name, value)
 
     def XCMD(self, command, wait):
+        """Run a TopSpin command, waiting for it when `wait`."""
         return self.ns["XCMD"](command, self.wait_flag(wait))
 
     def wait_flag(self, wait):
+        """TopSpin's WAIT_TILL_DONE / NO_WAIT_TILL_DONE constant for a bool."""
         return self.ns["WAIT_TILL_DONE"] if wait else self.ns["NO_WAIT_TILL_DONE"]
 
     def TESET(self, temperature_k):
+        """Set the VT target through TopSpin."""
         return self.XCMD("teset %.2f" % temperature_k, True)
 
     def TEGET(self):
+        """The VT unit's sample temperature in K."""
         # 'teget' stores the sensor reading in the current dataset's TE (site check: INSTALL.md)
         self.XCMD("teget", True)
         return float(self.GETPAR("TE"))
 
     def MASR(self):
+        """The MAS rate the MAS unit reports, in Hz."""
         self.XCMD("masg", True)
         return float(self.GETPAR("MASR"))
 
     def now(self):
+        """Seconds since the epoch on this side's clock (for the heartbeat)."""
         return time.time()
 
     def should_stop(self):
+        """Inside TopSpin only the stop file ends the loop."""
         return False
 
 
@@ -215,14 +226,17 @@ class Automation(object):
 
     # ---- helpers ----------------------------------------------------------------------
     def dataset(self, args):
+        """The TopSpin dataset list for a job's name/expno, after refusing unsafe ones."""
         name = args["name"]
         check_dataset_name(name)
         return [name, str(check_expno(args["expno"])), "1", self.data_dir]
 
     def expno_path(self, dataset):
+        """<dir>/<name>/<expno> of a dataset list."""
         return os.path.join(dataset[3], dataset[0], dataset[1])
 
     def open_dataset(self, args):
+        """RE the job's dataset and return its list."""
         dataset = self.dataset(args)
         self.api.RE(dataset)
         return dataset
@@ -238,9 +252,11 @@ class Automation(object):
 
     # ---- ops --------------------------------------------------------------------------
     def op_ping(self, args):
+        """Answer with this side's clock time."""
         return {"time": self.api.now()}
 
     def op_create(self, args):
+        """Create name/expno with the template's (or the current dataset's) parameters via wrpa."""
         dataset = self.dataset(args)
         path = self.expno_path(dataset)
         if has_data(path):
@@ -254,16 +270,19 @@ class Automation(object):
         return path
 
     def op_set_params(self, args):
+        """PUTPAR every given parameter into name/expno."""
         self.open_dataset(args)
         for key in sorted(args["params"]):
             self.api.PUTPAR(topspin_name(key), str(args["params"][key]))
         return None
 
     def op_get_param(self, args):
+        """GETPAR one parameter of name/expno."""
         self.open_dataset(args)
         return str(self.api.GETPAR(topspin_name(args["key"])))
 
     def op_start(self, args):
+        """Start zg on name/expno in a background thread; return once it has taken the dataset."""
         dataset = self.open_dataset(args)
         path = self.expno_path(dataset)
         running = self.acquisitions.get(path)
@@ -298,6 +317,7 @@ class Automation(object):
         return path
 
     def op_status(self, args):
+        """Report idle/running/done/failed for name/expno (done means ser is complete)."""
         dataset = self.open_dataset(args)
         path = self.expno_path(dataset)
         present, needed = self.ser_state(path)
@@ -317,17 +337,21 @@ class Automation(object):
         return state
 
     def op_stop(self, args):
+        """Halt the running acquisition; TopSpin keeps the rows acquired so far."""
         self.api.XCMD("halt", True)
         return None
 
     def op_mas_rate(self, args):
+        """The MAS rate in Hz."""
         return float(self.api.MASR())
 
     def op_teset(self, args):
+        """Set the VT target in K."""
         self.api.TESET(float(args["temperature_k"]))
         return None
 
     def op_teget(self, args):
+        """The sample temperature in K."""
         return float(self.api.TEGET())
 
 
