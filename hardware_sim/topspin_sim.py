@@ -160,6 +160,13 @@ class SimulatedTopSpin:
             self._kernel.server_close()
             self._kernel = None
 
+    def __enter__(self) -> "SimulatedTopSpin":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def serving_should_stop(self) -> bool:
         """True once stop() was called (the script then leaves its loop)."""
         return self._stopping

@@ -13,6 +13,7 @@ from drivers.clock import VirtualClock
 from drivers.topspin import (AcquisitionOverdue, ExpnoCollision, InvalidDataset, InvalidParameter, JobFailed,
                              SpectrometerError, SpinningFailure, TopSpinDriver, TopSpinNotRunning)
 from hardware_sim.nmr_dataset import acquisition_duration_s, padded_points
+from hardware_sim.topspin_params import DEFAULT_EXSY_PARAMS
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
 TEMPLATE = (TEMPLATE_NAME, 1)
@@ -168,7 +169,7 @@ def test_dead_topspin_side_is_noticed_within_the_heartbeat_timeout(bench):
         driver.get_param(TEMPLATE_NAME, 1, "NS")
     assert list((driver.automation_dir / "jobs").iterdir()) == []
     sim.clear_faults()
-    assert driver.get_param(TEMPLATE_NAME, 1, "NS") == "16"
+    assert driver.get_param(TEMPLATE_NAME, 1, "NS") == str(DEFAULT_EXSY_PARAMS["NS"])
 
 
 def test_silent_topspin_side_is_noticed_in_real_time_and_the_job_withdrawn(tmp_path):
@@ -362,7 +363,7 @@ def test_late_results_of_abandoned_jobs_are_discarded(bench):
     late = driver.results_dir / "late-job.json"
     late.write_text('{"id": "late-job", "ok": true, "value": null}')
     driver._abandoned.add("late-job")
-    assert driver.get_param(TEMPLATE_NAME, 1, "NS") == "16"
+    assert driver.get_param(TEMPLATE_NAME, 1, "NS") == str(DEFAULT_EXSY_PARAMS["NS"])
     assert not late.exists() and driver._abandoned == set()
 
 

@@ -18,7 +18,7 @@ from drivers.clock import VirtualClock
 from drivers.topspin_side import exsylab_automation as script
 from hardware_sim import topspin_api_client
 from hardware_sim.nmr_dataset import acquisition_duration_s
-from hardware_sim.topspin_params import exsylab_name
+from hardware_sim.topspin_params import DEFAULT_EXSY_PARAMS, exsylab_name
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
 PY2_SOURCES = [Path(script.__file__), Path(topspin_api_client.__file__)]
@@ -167,3 +167,31 @@ def test_scripts_complete_ser_size_matches_the_dataset_reader(served):
     status = driver.wait_acquisition("exsy", 1, expected_s, poll_s=expected_s)
     size = int(re.search(r"\((\d+) bytes\)", status.message).group(1))
     assert size == expected_ser_bytes(path) == (path / "ser").stat().st_size
+
+
+def test_kernel_serves_the_api_over_loopback_and_reports_errors(tmp_path: Path):
+    clock = VirtualClock()
+    sim = SimulatedTopSpin(tmp_path / "automation", tmp_path / "data", clock)
+    port = sim.serve_kernel()
+    try:
+        client = topspin_api_client.KernelClient("127.0.0.1", port)
+        client.RE([TEMPLATE_NAME, "1", "1", str(tmp_path / "data")])
+        assert client.GETPAR("1 TD") == str(DEFAULT_EXSY_PARAMS["TD1"])
+        assert client.now() == clock.now()
+        with pytest.raises(topspin_api_client.KernelError, match="unknown parameter"):
+            client.GETPAR("NOSUCH")
+        with pytest.raises(topspin_api_client.KernelError, match="unknown TopSpin API call"):
+            client.call("os_system", "true")
+        assert client.should_stop() is False
+    finally:
+        sim.stop()
+    with pytest.raises(ValueError, match="loopback only"):
+        topspin_api_client.KernelClient("192.0.2.1", port)
+
+
+def test_simulator_as_context_manager_serves_and_stops(tmp_path: Path):
+    clock = VirtualClock()
+    with SimulatedTopSpin(tmp_path / "automation", tmp_path / "data", clock):
+        driver = topspin.TopSpinDriver(tmp_path / "automation", tmp_path / "data", clock)
+        assert driver.is_alive()
+    assert not driver.is_alive()
