@@ -143,6 +143,10 @@ class TopSpinDriver:
                 return True
         return False
 
+    def ping(self) -> float:
+        """One job round trip through TopSpin (for selftests); returns the TopSpin side's clock time."""
+        return float(self._job("ping")["time"])  # type: ignore[index]
+
     # ---- job channel ---------------------------------------------------------------
     def _job(self, op: str, **args: object) -> object:
         """Send one job and return its value; raise TopSpinNotRunning or JobFailed."""

@@ -307,6 +307,7 @@ def test_delete_dataset_only_removes_what_the_driver_created(bench):
 
 def test_channel_leaves_no_files_behind(bench):
     sim, driver, clock = bench
+    assert driver.ping() == clock.now()
     prepare(driver)
     for _ in range(5):
         driver.get_param("exsy", 1, "NS")
