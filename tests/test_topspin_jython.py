@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import nmrglue as ng
+import pytest
 
 from drivers.clock import VirtualClock
-from drivers.topspin import TopSpinDriver
+from drivers.topspin import JobFailed, TopSpinDriver
 from hardware_sim.nmr_dataset import acquisition_duration_s
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
@@ -36,6 +37,8 @@ def test_script_under_jython_drives_the_simulated_topspin(tmp_path: Path):
         path = driver.create_dataset("exsy", 1, (TEMPLATE_NAME, 1))
         driver.set_params("exsy", 1, PARAMS)
         assert driver.get_param("exsy", 1, "D8") == "0.2"
+        with pytest.raises(JobFailed, match="unknown parameter"):
+            driver.get_param("exsy", 1, "NOSUCHPAR")      # TopSpin's error crosses Jython intact
         driver.start_acquisition("exsy", 1)
         assert driver.acquisition_status("exsy", 1).state == "running"
         expected_s = acquisition_duration_s(PARAMS)

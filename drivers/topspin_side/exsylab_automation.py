@@ -19,6 +19,12 @@ import sys
 import threading
 import time
 
+try:  # in Jython, errors thrown by TopSpin's Java side are not Python Exceptions
+    from java.lang import Throwable
+    CAUGHT_ERRORS = (Exception, Throwable)
+except ImportError:
+    CAUGHT_ERRORS = (Exception,)
+
 JOBS_DIR = "jobs"
 RESULTS_DIR = "results"
 HEARTBEAT_FILE = "heartbeat.json"
@@ -219,7 +225,7 @@ class Automation(object):
             return result
         try:
             result.update(ok=True, value=handler(job.get("args") or {}))
-        except Exception as exc:  # TopSpin raises plain errors; the host needs the message
+        except CAUGHT_ERRORS as exc:  # the host needs TopSpin's message, whatever raised it
             message = "%s: %s" % (type(exc).__name__, exc)
             result.update(ok=False, error=message, kind=failure_kind(message))
         return result
@@ -297,7 +303,7 @@ class Automation(object):
             # the status op therefore also checks that ser is complete.
             try:
                 self.api.XCMD("zg", True)
-            except Exception as exc:
+            except CAUGHT_ERRORS as exc:
                 record["error"] = "%s" % (exc,)
 
         record["thread"] = threading.Thread(target=run_zg, name="exsylab-zg")
