@@ -122,10 +122,16 @@ def parameter_value(dic: dict, name: str, expno_dir: Path | str = "") -> float:
         index = int(match.group(2))
         if index >= len(values):
             raise AnalysisInputError(f"{expno_dir}/acqus: {name} out of range")
-        value = float(values[index])
+        try:
+            value = float(values[index])
+        except (TypeError, ValueError) as exc:
+            raise AnalysisInputError(f"{expno_dir}/acqus: {name} is not a number ({values[index]!r})") from exc
         return value * 1e-6 if match.group(1) == "P" else value
     if name.upper() in acqus:
-        return float(acqus[name.upper()])
+        try:
+            return float(acqus[name.upper()])
+        except (TypeError, ValueError) as exc:
+            raise AnalysisInputError(f"{expno_dir}/acqus: {name} is not a number ({acqus[name.upper()]!r})") from exc
     raise AnalysisInputError(f"{expno_dir}/acqus: parameter {name} not found")
 
 

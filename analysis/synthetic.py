@@ -84,15 +84,16 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
     sw1_ppm = (1.0 / in0_s if fnmode != 3 else 0.5 / in0_s) / sfo1_mhz
     delays = [0.0] * 64
     delays[1] = 5.0
+    sfo1_mhz, bf1, o1_hz, sw_h, in0_s = map(float, (sfo1_mhz, bf1, o1_hz, sw_h, in0_s))
     common = {"_comments": [], "_coreheader": ["##TITLE= Parameter file, TopSpin 4.1.4", "##JCAMPDX= 5.0"], "SFO1": sfo1_mhz, "BF1": bf1, "O1": o1_hz, "NUC1": nucleus, "PULPROG": "noesyph",
-              "BYTORDA": 0, "DTYPA": 2, "TE": temperature_k, "NS": 16, "DS": 4}
+              "BYTORDA": 0, "DTYPA": 2, "TE": float(temperature_k), "NS": 16, "DS": 4}
     acqus = dict(common, TD=td, SW=sw_ppm, SW_h=sw_h, AQ_mod=3, DIGMOD=1, DECIM=16, DSPFVS=20,
                  GRPDLY=float(grpdly), FnMODE=0, D=delays, IN=[in0_s] * 64, IN0=in0_s, VD=0.0)
     if mixing_param.startswith("D") and mixing_param[1:].isdigit():
-        acqus["D"][int(mixing_param[1:])] = mixing_time_s
+        acqus["D"][int(mixing_param[1:])] = float(mixing_time_s)
     else:
-        acqus[mixing_param] = mixing_time_s
-    acqu2s = dict(common, TD=td1, SW=sw1_ppm, SW_h=sw1_ppm * sfo1_mhz, FnMODE=fnmode, IN=[in0_s] * 64, IN0=in0_s)
+        acqus[mixing_param] = float(mixing_time_s)
+    acqu2s = dict(common, TD=td1, SW=float(sw1_ppm), SW_h=sw1_ppm * sfo1_mhz, FnMODE=fnmode, IN=[in0_s] * 64, IN0=in0_s)
     dic = {"acqus": acqus, "acqu2s": acqu2s, "pprog": {}}
     expno_dir = Path(expno_dir)
     expno_dir.mkdir(parents=True, exist_ok=True)
