@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from analysis.errors import AnalysisFitError, AnalysisInputError
 
@@ -41,8 +42,20 @@ def add_analyze_parser(subparsers) -> None:
     cycling.add_argument("--plot", default=None)
 
 
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [n.strip() for n in text.split(",")]
+def _precheck(args: argparse.Namespace) -> None:
+    """Refuse bad lists and missing files before the heavy numerical imports."""
+    from analysis.series import expno_paths, parse_names, parse_sites, series_datasets
+
+    if args.analyze_action == "cycling":
+        if not Path(args.file).is_file():
+            raise AnalysisInputError(f"{args.file}: file not found")
+        return
+    sites = parse_sites(args.sites)
+    parse_names(args.names, None if sites == "auto" else len(sites))
+    if args.analyze_action == "exsy":
+        expno_paths(args.dataset_dir, args.expnos)
+    else:
+        series_datasets(args.run_dir)
 
 
 def _print_exsy(result: dict) -> None:
@@ -95,16 +108,17 @@ def _print_cycling(summary: dict) -> None:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Run one analyze action; 0 ok, 2 refused input (one line on stderr), 1 analysis failed."""
-    from analysis import api
-
     try:
+        _precheck(args)
+        from analysis import api
+
         if args.analyze_action == "cycling":
             result = api.analyze_cycling(args.file, args.active_mass_g, plot=args.plot)
         elif args.analyze_action == "exsy":
-            result = api.analyze_exsy(args.dataset_dir, args.expnos, args.sites, _names(args.names), args.model,
+            result = api.analyze_exsy(args.dataset_dir, args.expnos, args.sites, args.names, args.model,
                                       args.mixing_param, method=args.method, radius_m=args.radius_m, plot=args.plot)
         else:
-            result = api.analyze_series(args.run_dir, args.sites, _names(args.names), args.model, args.mixing_param,
+            result = api.analyze_series(args.run_dir, args.sites, args.names, args.model, args.mixing_param,
                                         method=args.method, radius_m=args.radius_m, plot=args.plot)
     except AnalysisInputError as exc:
         print(f"exsylab analyze {args.analyze_action}: refused: {exc}", file=sys.stderr)

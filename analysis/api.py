@@ -14,7 +14,7 @@ from analysis.errors import AnalysisFitError, AnalysisInputError
 from analysis.exchange_models import ExchangeFit, fit_model
 from analysis.exsy_processing import ProcessingOptions, Spectrum2D, process_dataset
 from analysis.integration import box_half_widths_ppm, find_diagonal_sites, volume_matrix
-from analysis.series import parse_expnos, parse_sites, series_datasets
+from analysis.series import expno_paths, parse_names, parse_sites, series_datasets
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,7 @@ def analyze_exsy(dataset_dir: Path | str, expnos: list[int] | str, sites: None |
                  method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
                  plot: Path | str | None = None) -> dict:
     """Analyse the expnos of one TopSpin data folder: volumes, per-temperature fits and Arrhenius."""
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise AnalysisInputError(f"{dataset_dir}: dataset folder not found")
-    expno_list = parse_expnos(expnos) if isinstance(expnos, str) else list(expnos)
-    return analyze_paths([dataset_dir / str(e) for e in expno_list], sites, names, model, mixing_param,
+    return analyze_paths(expno_paths(dataset_dir, expnos), sites, names, model, mixing_param,
                          method=method, radius_m=radius_m, options=options, plot=plot)
 
 
@@ -69,13 +65,7 @@ def _resolve_sites(spectra: list[Spectrum2D], sites, names) -> tuple[list[float]
         shifts = find_diagonal_sites(reference)
     else:
         shifts = list(parsed)
-    if names is None:
-        names = [f"S{i + 1}" for i in range(len(shifts))]
-    names = [str(n).strip() for n in names]
-    if len(names) != len(shifts):
-        raise AnalysisInputError(f"--names: {len(names)} names for {len(shifts)} sites")
-    if len(set(names)) != len(names) or any(not n or "-" in n for n in names):
-        raise AnalysisInputError(f"--names: names must be distinct, non-empty and free of '-' ({','.join(names)})")
+    names = parse_names(names, len(shifts)) or [f"S{i + 1}" for i in range(len(shifts))]
     return shifts, names
 
 

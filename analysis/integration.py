@@ -25,7 +25,9 @@ def find_diagonal_sites(spectrum: Spectrum2D, max_sites: int = 6, min_snr: float
     diagonal = spectrum.data[f1_index, np.arange(spectrum.ppm_f2.size)]
     noise = spectrum.noise_sd if spectrum.noise_sd > 0 else float(np.std(diagonal)) * 1e-3
     threshold = max(min_snr * noise, 0.02 * float(diagonal.max()))
-    spacing = max(1, int(spectrum.ppm_f2.size / max(spectrum.ppm_f1.size, 1)))
+    step_f1 = abs(spectrum.ppm_f1[1] - spectrum.ppm_f1[0])
+    step_f2 = abs(spectrum.ppm_f2[1] - spectrum.ppm_f2[0])
+    spacing = max(1, int(0.5 * step_f1 / step_f2))  # half an F1 point, in F2 points
     peaks, props = find_peaks(diagonal, height=threshold, distance=spacing, prominence=threshold)
     if peaks.size == 0:
         raise AnalysisInputError(f"{spectrum.path}: no peak found on the diagonal above {min_snr} x noise")

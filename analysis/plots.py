@@ -15,11 +15,15 @@ from analysis.arrhenius import BOLTZMANN_EV_PER_K  # noqa: E402
 
 def plot_contour(ax, spectrum, shifts_ppm: list[float], names: list[str], half_widths_ppm: np.ndarray) -> None:
     """2D contour (positive levels, geometric) with every integration box drawn."""
-    data = spectrum.data
+    margin = 3 * max(half_widths_ppm)
+    lo, hi = min(shifts_ppm) - margin, max(shifts_ppm) + margin
+    rows = (spectrum.ppm_f1 >= lo) & (spectrum.ppm_f1 <= hi)
+    cols = (spectrum.ppm_f2 >= lo) & (spectrum.ppm_f2 <= hi)
+    data = spectrum.data[np.ix_(rows, cols)]
     top = float(data.max())
     base = max(5 * spectrum.noise_sd, top * 0.01)
     levels = np.geomspace(base, top, 12) if top > base else [top]
-    ax.contour(spectrum.ppm_f2, spectrum.ppm_f1, data, levels=levels, cmap="viridis", linewidths=0.7)
+    ax.contour(spectrum.ppm_f2[cols], spectrum.ppm_f1[rows], data, levels=levels, cmap="viridis", linewidths=0.7)
     for a, sa in enumerate(shifts_ppm):
         for b, sb in enumerate(shifts_ppm):
             ax.add_patch(matplotlib.patches.Rectangle((sb - half_widths_ppm[b], sa - half_widths_ppm[a]),
@@ -27,8 +31,8 @@ def plot_contour(ax, spectrum, shifts_ppm: list[float], names: list[str], half_w
                                                       fill=False, ls="--", lw=0.6, color="tab:red"))
     for s, n in zip(shifts_ppm, names):
         ax.annotate(n, (s, s), fontsize=7, color="tab:red")
-    ax.set_xlim(max(shifts_ppm) + 3 * max(half_widths_ppm), min(shifts_ppm) - 3 * max(half_widths_ppm))
-    ax.set_ylim(max(shifts_ppm) + 3 * max(half_widths_ppm), min(shifts_ppm) - 3 * max(half_widths_ppm))
+    ax.set_xlim(hi, lo)
+    ax.set_ylim(hi, lo)
     ax.set_xlabel(f"F2 {spectrum.nucleus} shift / ppm")
     ax.set_ylabel(f"F1 {spectrum.nucleus} shift / ppm")
     ax.set_title(f"EXSY {spectrum.temperature_k:.0f} K, t_mix {spectrum.mixing_time_s:g} s")
@@ -92,8 +96,8 @@ def save_exsy_figure(path: Path | str, spectrum, shifts_ppm, names, half_widths_
         plot_arrhenius(flat[len(buildups) + 1], result)
     for ax in flat[n_panels:]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.93, wspace=0.35, hspace=0.4)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
 

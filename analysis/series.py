@@ -74,3 +74,29 @@ def series_datasets(run_dir: Path | str) -> list[Path]:
     if not paths:
         raise AnalysisInputError(f"{journal}: no entry with status 'done'")
     return paths
+
+
+def expno_paths(dataset_dir: Path | str, expnos: list[int] | str) -> list[Path]:
+    """Expno folders of a TopSpin data folder, each checked to hold acqus, acqu2s and ser."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise AnalysisInputError(f"{dataset_dir}: dataset folder not found")
+    expno_list = parse_expnos(expnos) if isinstance(expnos, str) else [int(e) for e in expnos]
+    paths = [dataset_dir / str(e) for e in expno_list]
+    for path in paths:
+        missing = [f for f in ("acqus", "acqu2s", "ser") if not (path / f).is_file()]
+        if missing:
+            raise AnalysisInputError(f"{path}: missing {', '.join(missing)} (expno not a TopSpin 2D dataset)")
+    return paths
+
+
+def parse_names(text: str | None, n_sites: int | None = None) -> list[str] | None:
+    """'Li2S,LPSC,LiI' -> names; distinct, non-empty, free of '-' (pairs are written 'A-B')."""
+    if text is None:
+        return None
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    if len(set(names)) != len(names) or any(not n or "-" in n for n in names):
+        raise AnalysisInputError(f"--names: names must be distinct, non-empty and free of '-' ({','.join(names)})")
+    if n_sites is not None and len(names) != n_sites:
+        raise AnalysisInputError(f"--names: {len(names)} names for {n_sites} sites")
+    return names
