@@ -21,13 +21,16 @@ log = logging.getLogger(__name__)
 
 def find_diagonal_sites(spectrum: Spectrum2D, max_sites: int = 6, min_snr: float = 8.0) -> list[float]:
     """Shifts (ppm, descending) of peaks on the diagonal, strongest first up to max_sites."""
-    f1_index = np.array([spectrum.index_f1(p) for p in spectrum.ppm_f2])
-    diagonal = spectrum.data[f1_index, np.arange(spectrum.ppm_f2.size)]
+    step_f1 = spectrum.ppm_f1[1] - spectrum.ppm_f1[0]
+    step_f2 = abs(spectrum.ppm_f2[1] - spectrum.ppm_f2[0])
+    position = np.clip((spectrum.ppm_f2 - spectrum.ppm_f1[0]) / step_f1, 0, spectrum.ppm_f1.size - 1.000001)
+    below = np.floor(position).astype(int)
+    frac = position - below
+    columns = np.arange(spectrum.ppm_f2.size)
+    diagonal = (1 - frac) * spectrum.data[below, columns] + frac * spectrum.data[below + 1, columns]
     noise = spectrum.noise_sd if spectrum.noise_sd > 0 else float(np.std(diagonal)) * 1e-3
     threshold = max(min_snr * noise, 0.02 * float(diagonal.max()))
-    step_f1 = abs(spectrum.ppm_f1[1] - spectrum.ppm_f1[0])
-    step_f2 = abs(spectrum.ppm_f2[1] - spectrum.ppm_f2[0])
-    spacing = max(1, int(0.5 * step_f1 / step_f2))  # half an F1 point, in F2 points
+    spacing = max(1, int(abs(step_f1) / step_f2))  # one F1 point, in F2 points
     peaks, props = find_peaks(diagonal, height=threshold, distance=spacing, prominence=threshold)
     if peaks.size == 0:
         raise AnalysisInputError(f"{spectrum.path}: no peak found on the diagonal above {min_snr} x noise")
@@ -37,11 +40,11 @@ def find_diagonal_sites(spectrum: Spectrum2D, max_sites: int = 6, min_snr: float
         if 0 < k < diagonal.size - 1:
             y0, y1, y2 = diagonal[k - 1:k + 2]
             den = y0 - 2 * y1 + y2
-            frac = 0.5 * (y0 - y2) / den if den != 0 else 0.0
+            offset = 0.5 * (y0 - y2) / den if den != 0 else 0.0
         else:
-            frac = 0.0
+            offset = 0.0
         step = spectrum.ppm_f2[1] - spectrum.ppm_f2[0]
-        shifts.append(float(spectrum.ppm_f2[k] + frac * step))
+        shifts.append(float(spectrum.ppm_f2[k] + offset * step))
     return sorted(shifts, reverse=True)
 
 
