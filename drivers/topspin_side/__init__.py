@@ -1,0 +1,1 @@
+"""The TopSpin-side automation script (shipped as package data; runs inside TopSpin)."""

@@ -1,0 +1,54 @@
+"""End to end under real Jython 2.7: the TopSpin-side script, the automation folder, the driver."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import nmrglue as ng
+
+from drivers.clock import VirtualClock
+from drivers.topspin import TopSpinDriver
+from hardware_sim.nmr_dataset import acquisition_duration_s
+from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
+
+JVM_START_LIMIT_S = 60.0
+PARAMS = {"NS": 2, "DS": 0, "TD": 512, "TD1": 8, "D1": 0.5, "D8": 0.2, "TE": 323.0, "IN0": 0.0004}
+
+
+def test_script_under_jython_drives_the_simulated_topspin(tmp_path: Path):
+    jython = shutil.which("jython")
+    assert jython, "jython not on PATH: .ci/run installs Debian's jython package"
+    clock = VirtualClock()
+    sim = SimulatedTopSpin(tmp_path / "automation", tmp_path / "data", clock, seed=5)
+    port = sim.serve_kernel()
+    proc = subprocess.Popen(sim.jython_argv(port, jython), env=sim.jython_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        driver = TopSpinDriver(tmp_path / "automation", tmp_path / "data", clock, job_timeout_s=30.0)
+        started = time.monotonic()
+        while not driver.is_alive():
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.monotonic() - started < JVM_START_LIMIT_S, "Jython script did not start serving"
+            time.sleep(0.05)
+        path = driver.create_dataset("exsy", 1, (TEMPLATE_NAME, 1))
+        driver.set_params("exsy", 1, PARAMS)
+        assert driver.get_param("exsy", 1, "D8") == "0.2"
+        driver.start_acquisition("exsy", 1)
+        assert driver.acquisition_status("exsy", 1).state == "running"
+        expected_s = acquisition_duration_s(PARAMS)
+        status = driver.wait_acquisition("exsy", 1, expected_s, poll_s=expected_s / 4)
+        assert status.state == "done" and status.path == str(path)
+        dic, data = ng.bruker.read(str(path))
+        assert dic["acqus"]["D"][8] == 0.2 and dic["acqus"]["TE"] == 323.0
+        assert data.shape == (PARAMS["TD1"], PARAMS["TD"] // 2)
+        (tmp_path / "automation" / "stop").write_text("")
+        assert proc.wait(timeout=30) == 0
+        assert not driver.is_alive()      # the last beat says "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sim.stop()
