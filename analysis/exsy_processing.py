@@ -38,7 +38,7 @@ class ProcessingOptions:
     size_f1: int | None = None
     phase_f2: tuple[float, float] | None = None
     phase_f1: tuple[float, float] | None = None
-    baseline: str = "cbf"            # "cbf" (constant offset from the noise edges) or "none"
+    baseline: str = "cbf"            # "cbf" (constant offset per row from the F2 noise edges) or "none"
     f1_reverse: str = "auto"         # "auto", "yes" or "no": mirror F1 if diagonal says so
 
 
@@ -188,14 +188,14 @@ def _f1_decode(data: np.ndarray, fnmode: int) -> np.ndarray:
 
 
 def _baseline(data: np.ndarray) -> np.ndarray:
-    """Subtract a constant per row and per column estimated from the noise edges (10 % each side)."""
-    out = data.copy()
-    for axis in (1, 0):
-        n = out.shape[axis]
-        edge = max(1, n // 10)
-        edges = np.concatenate([np.take(out, range(edge), axis=axis), np.take(out, range(n - edge, n), axis=axis)], axis=axis)
-        out = out - np.median(edges, axis=axis, keepdims=True)
-    return out
+    """Subtract a constant per F1 row, the median of the outer 10 % of F2 on each side.
+
+    Only along F2: its window is wide and its edges are free of peaks; a short, folded F1 has
+    peak tails at its edges, and an offset taken there would bias volumes.
+    """
+    edge = max(1, data.shape[1] // 10)
+    edges = np.concatenate([data[:, :edge], data[:, -edge:]], axis=1)
+    return data - np.median(edges, axis=1, keepdims=True)
 
 
 def _ppm_axis(dic: dict, dim: int, size: int) -> tuple[np.ndarray, float, float]:
@@ -243,7 +243,8 @@ def process_dataset(expno_dir: Path | str, mixing_param: str = "D8",
 
     # F2: digital filter, apodisation, zero fill, FT (Bruker sign convention: fft then reverse)
     if int(dic["acqus"].get("DIGMOD", 0) or 0) != 0 and "DECIM" in dic["acqus"]:
-        data = ng.bruker.remove_digital_filter(dic, data)
+        # exact (non-truncated) group delay, as TopSpin does; no first-order phase is left behind
+        data = ng.bruker.remove_digital_filter(dic, data, truncate=False)
     n_time_f2 = data.shape[1]
     data = data.copy()
     data[:, 0] *= 0.5

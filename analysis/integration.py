@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import least_squares
 from scipy.signal import find_peaks
 
 from analysis.errors import AnalysisInputError
@@ -82,38 +82,47 @@ def box_volumes(spectrum: Spectrum2D, shifts_ppm: list[float], half_widths_ppm: 
     return volumes
 
 
-def _design(spectrum: Spectrum2D, shifts_ppm: list[float], width_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    g1 = np.stack([spectrum.models["f1"].lineshape(s, width_hz) for s in shifts_ppm], axis=1)
-    g2 = np.stack([spectrum.models["f2"].lineshape(s, width_hz) for s in shifts_ppm], axis=1)
+def _design(spectrum: Spectrum2D, shifts_ppm: list[float], widths_hz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    g1 = np.stack([spectrum.models["f1"].lineshape(s, w) for s, w in zip(shifts_ppm, widths_hz)], axis=1)
+    g2 = np.stack([spectrum.models["f2"].lineshape(s, w) for s, w in zip(shifts_ppm, widths_hz)], axis=1)
     return g1, g2
 
 
-def lineshape_volumes(spectrum: Spectrum2D, shifts_ppm: list[float], width_hz: float | None = None) -> tuple[np.ndarray, float]:
-    """Volumes by separable lineshape least squares; the common linewidth is fitted when not given.
+def lineshape_volumes(spectrum: Spectrum2D, shifts_ppm: list[float],
+                      widths_hz: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Volumes by separable lineshape least squares, S = G1 V G2^T; one Lorentzian FWHM per site.
 
-    Returns (V, width_hz). Volumes are in units of the time-domain amplitude (first point) of each peak.
+    The widths (same in t1 and t2: both evolve the same chemical shift) are fitted when not given,
+    by variable projection: V is solved linearly for every trial set of widths. Only the F2 columns
+    within 1 ppm of a site enter the fit. Returns (V, widths_hz); V is in time-domain amplitude units.
     """
     if "f1" not in spectrum.models:
         raise AnalysisInputError(f"{spectrum.path}: lineshape integration needs phase-sensitive States, "
                                  f"States-TPPI or echo-antiecho data (got {spectrum.fnmode})")
-    data = spectrum.data
+    near = np.zeros(spectrum.ppm_f2.size, bool)
+    for s in shifts_ppm:
+        near |= np.abs(spectrum.ppm_f2 - s) < 1.0
+    data = spectrum.data[:, near]
 
-    def solve(w: float) -> tuple[np.ndarray, float]:
-        g1, g2 = _design(spectrum, shifts_ppm, w)
+    def solve(widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g1, g2 = _design(spectrum, shifts_ppm, widths)
+        g2 = g2[near]
         v = np.linalg.pinv(g1) @ data @ np.linalg.pinv(g2).T
-        resid = data - g1 @ v @ g2.T
-        return v, float((resid ** 2).sum())
+        return v, (data - g1 @ v @ g2.T).ravel()
 
-    if width_hz is None:
-        result = minimize_scalar(lambda lw: solve(float(np.exp(lw)))[1], bounds=(np.log(0.2), np.log(500.0)),
-                                 method="bounded", options={"xatol": 1e-3})
-        width_hz = float(np.exp(result.x))
-    volumes, _ = solve(width_hz)
-    return volumes, width_hz
+    if widths_hz is None:
+        start = np.log(np.full(len(shifts_ppm), 15.0))
+        result = least_squares(lambda x: solve(np.exp(x))[1], start, bounds=(np.log(0.2), np.log(500.0)),
+                               x_scale=1.0, diff_step=1e-3, xtol=1e-6, max_nfev=200)
+        widths = np.exp(result.x)
+    else:
+        widths = np.asarray(widths_hz, float)
+    volumes, _ = solve(widths)
+    return volumes, widths
 
 
 def volume_matrix(spectrum: Spectrum2D, shifts_ppm: list[float], method: str = "auto",
-                  width_hz: float | None = None) -> np.ndarray:
+                  widths_hz: list[float] | None = None) -> np.ndarray:
     """N x N volume matrix V[F1 site, F2 site] by "box", "lineshape" or "auto" (lineshape when possible)."""
     check_sites(spectrum, shifts_ppm)
     if method == "auto":
@@ -121,7 +130,7 @@ def volume_matrix(spectrum: Spectrum2D, shifts_ppm: list[float], method: str = "
     if method == "box":
         volumes = box_volumes(spectrum, shifts_ppm)
     elif method == "lineshape":
-        volumes, _ = lineshape_volumes(spectrum, shifts_ppm, width_hz)
+        volumes, _ = lineshape_volumes(spectrum, shifts_ppm, widths_hz)
     else:
         raise AnalysisInputError(f"integration method '{method}' unknown (auto, box, lineshape)")
     if not np.all(np.isfinite(volumes)):

@@ -94,12 +94,13 @@ def test_unfittable_series_exits_1(small_series, capsys):
     assert "analysis failed" in capsys.readouterr().err
 
 
-def test_cycling_json(tmp_path):
+def test_cycling_json(tmp_path, capsys):
+    from acquisition.analyze_cmd import main
     from test_analysis_cycling import write_bdf
 
     bdf = write_bdf(tmp_path / "cell.csv", cycles=2, efficiency=(0.9, 0.95))
-    done = run_cli("cycling", str(bdf), "--active-mass-g", "0.001", "--json", "--plot", str(tmp_path / "c.png"))
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    assert main(["analyze", "cycling", str(bdf), "--active-mass-g", "0.001", "--json",
+                 "--plot", str(tmp_path / "c.png")]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert [round(c["coulombic_efficiency_pct"], 1) for c in summary["cycles"]] == [90.0, 95.0]
     assert (tmp_path / "c.png").stat().st_size > 10000
