@@ -23,6 +23,7 @@ def add_analyze_parser(subparsers) -> None:
         p.add_argument("--names", default=None, help="comma-separated site names, same order as --sites")
         p.add_argument("--model", default="matrix", choices=["two-site", "matrix", "diffusion"])
         p.add_argument("--mixing-param", default="D8", help="acqus parameter holding the mixing time (D8, D9, VD)")
+        p.add_argument("--temperature-param", default="TE", help="acqus parameter holding the temperature (K)")
         p.add_argument("--method", default="auto", choices=["auto", "box", "lineshape"], help="volume integration")
         p.add_argument("--radius-m", type=float, default=2.5e-6, help="particle radius for the diffusion model (m)")
         p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -101,8 +102,9 @@ def _print_cycling(summary: dict) -> None:
     console = Console()
     console.print(table)
     avg, act = summary["average"], summary["activation"]
+    ce = avg["coulombic_efficiency_pct"]
     console.print(f"average: charge {avg['charge_mah_per_g']:.1f}, discharge {avg['discharge_mah_per_g']:.1f} mAh/g, "
-                  f"CE {avg['coulombic_efficiency_pct'] if avg['coulombic_efficiency_pct'] is None else round(avg['coulombic_efficiency_pct'], 2)} %")
+                  f"CE {'-' if ce is None else f'{ce:.2f}'} %")
     console.print(f"activation plateau {act['plateau_v']} V, overpotential {act['overpotential_v']} V")
 
 
@@ -116,10 +118,12 @@ def run_analyze(args: argparse.Namespace) -> int:
             result = api.analyze_cycling(args.file, args.active_mass_g, plot=args.plot)
         elif args.analyze_action == "exsy":
             result = api.analyze_exsy(args.dataset_dir, args.expnos, args.sites, args.names, args.model,
-                                      args.mixing_param, method=args.method, radius_m=args.radius_m, plot=args.plot)
+                                      args.mixing_param, method=args.method, radius_m=args.radius_m,
+                                      temperature_param=args.temperature_param, plot=args.plot)
         else:
             result = api.analyze_series(args.run_dir, args.sites, args.names, args.model, args.mixing_param,
-                                        method=args.method, radius_m=args.radius_m, plot=args.plot)
+                                        method=args.method, radius_m=args.radius_m,
+                                        temperature_param=args.temperature_param, plot=args.plot)
     except AnalysisInputError as exc:
         print(f"exsylab analyze {args.analyze_action}: refused: {exc}", file=sys.stderr)
         return 2

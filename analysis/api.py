@@ -13,7 +13,8 @@ from analysis.cycling import summarize_cycling
 from analysis.errors import AnalysisFitError, AnalysisInputError
 from analysis.exchange_models import ExchangeFit, fit_model
 from analysis.exsy_processing import ProcessingOptions, Spectrum2D, process_dataset
-from analysis.integration import box_half_widths_ppm, find_diagonal_sites, volume_matrix
+from analysis.integration import (box_half_widths_ppm, check_sites, find_diagonal_sites, lineshape_volumes,
+                                  volume_matrix)
 from analysis.series import expno_paths, parse_names, parse_sites, series_datasets
 
 log = logging.getLogger(__name__)
@@ -24,18 +25,19 @@ TEMPERATURE_GROUP_K = 1.0  # datasets within 1 K of each other belong to one tem
 def analyze_exsy(dataset_dir: Path | str, expnos: list[int] | str, sites: None | str | list[float] = None,
                  names: list[str] | None = None, model: str = "matrix", mixing_param: str = "D8", *,
                  method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
-                 plot: Path | str | None = None) -> dict:
+                 temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
     """Analyse the expnos of one TopSpin data folder: volumes, per-temperature fits and Arrhenius."""
     return analyze_paths(expno_paths(dataset_dir, expnos), sites, names, model, mixing_param,
-                         method=method, radius_m=radius_m, options=options, plot=plot)
+                         method=method, radius_m=radius_m, options=options, temperature_param=temperature_param,
+                         plot=plot)
 
 
 def analyze_series(run_dir: Path | str, sites: None | str | list[float] = None, names: list[str] | None = None,
                    model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
-                   radius_m: float = 2.5e-6, plot: Path | str | None = None) -> dict:
+                   radius_m: float = 2.5e-6, temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
     """Analyse the 'done' datasets listed in <run_dir>/datasets.json (written by the runner)."""
     return analyze_paths(series_datasets(run_dir), sites, names, model, mixing_param,
-                         method=method, radius_m=radius_m, plot=plot)
+                         method=method, radius_m=radius_m, temperature_param=temperature_param, plot=plot)
 
 
 def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, plot: Path | str | None = None) -> dict:
@@ -88,21 +90,30 @@ def _fit_json(fit: ExchangeFit, temperature_k: float, names: list[str]) -> dict:
 
 def analyze_paths(paths: list[Path], sites=None, names=None, model: str = "matrix", mixing_param: str = "D8", *,
                   method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
-                  plot: Path | str | None = None) -> dict:
+                  temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
     """Process, integrate and fit a list of expno folders; the common core of the API functions."""
     if model not in ("matrix", "two-site", "diffusion"):
         raise AnalysisInputError(f"--model: '{model}' unknown (two-site, matrix, diffusion)")
     if not paths:
         raise AnalysisInputError("no datasets given")
-    spectra = [process_dataset(p, mixing_param, options) for p in paths]
+    spectra = [process_dataset(p, mixing_param, options, temperature_param) for p in paths]
     shifts, names = _resolve_sites(spectra, sites, names)
-    volumes = [volume_matrix(s, shifts, method) for s in spectra]
+    groups = _group_temperatures([s.temperature_k for s in spectra])
+    volumes: list[np.ndarray] = [np.empty(0)] * len(spectra)
+    for group in groups:  # linewidths fitted once per temperature, on its shortest mixing time
+        first = min(group, key=lambda i: spectra[i].mixing_time_s)
+        widths = None
+        if method in ("auto", "lineshape") and "f1" in spectra[first].models:
+            check_sites(spectra[first], shifts)
+            widths = lineshape_volumes(spectra[first], shifts)[1]
+        for i in group:
+            volumes[i] = volume_matrix(spectra[i], shifts, method, widths)
     points = [{"expno": s.expno, "path": str(s.path), "temperature_k": s.temperature_k,
                "mixing_time_s": s.mixing_time_s, "volumes": v.tolist()} for s, v in zip(spectra, volumes)]
     result: dict = {"sites": [{"name": n, "shift_ppm": float(s)} for n, s in zip(names, shifts)],
                     "points": points, "fits": [], "arrhenius": [], "warnings": []}
     fits: list[tuple[float, ExchangeFit, np.ndarray, np.ndarray]] = []
-    for group in _group_temperatures([s.temperature_k for s in spectra]):
+    for group in groups:
         temperature_k = float(np.mean([spectra[i].temperature_k for i in group]))
         times = np.array([spectra[i].mixing_time_s for i in group])
         if np.unique(times).size < 3:

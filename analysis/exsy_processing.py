@@ -221,13 +221,13 @@ def _diagonal_score(data: np.ndarray, ppm_f1: np.ndarray, ppm_f2: np.ndarray) ->
 
 
 def process_dataset(expno_dir: Path | str, mixing_param: str = "D8",
-                    options: ProcessingOptions | None = None) -> Spectrum2D:
+                    options: ProcessingOptions | None = None, temperature_param: str = "TE") -> Spectrum2D:
     """Process one TopSpin 2D dataset into a real, phased, baseline-corrected Spectrum2D."""
     options = options or ProcessingOptions()
     expno_dir = Path(expno_dir)
     dic, data = read_dataset(expno_dir)
     try:
-        temperature_k = parameter_value(dic, "TE", expno_dir)
+        temperature_k = parameter_value(dic, temperature_param, expno_dir)
         mixing_time_s = parameter_value(dic, mixing_param, expno_dir)
         fnmode = fnmode_of(dic)
         sw2_hz = float(dic["acqus"]["SW_h"])
