@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from analysis.errors import AnalysisFitError, AnalysisInputError
-
-log = logging.getLogger(__name__)
-
 
 def add_analyze_parser(subparsers) -> None:
     """Add the `analyze` subcommand with its exsy, series and cycling actions."""

@@ -118,16 +118,29 @@ def analyze_paths(paths: list[Path], sites=None, names=None, model: str = "matri
         times = np.array([spectra[i].mixing_time_s for i in group])
         if np.unique(times).size < 3:
             result["warnings"].append(f"{temperature_k:.1f} K: only {np.unique(times).size} mixing time(s), not fitted")
+            log.warning("%s", result["warnings"][-1])
             continue
         vols = np.array([volumes[i] for i in group])
         fit = fit_model(model, times, vols, radius_m)
+        log.info("%.1f K: %s model fitted to %d mixing times, rms residual %.3g", temperature_k, model,
+                 times.size, fit.rms_residual)
         fits.append((temperature_k, fit, times, vols))
         result["fits"].append(_fit_json(fit, temperature_k, names))
+        fit.at_bound |= {(i, j) for i, j in itertools.combinations(range(len(shifts)), 2)
+                         if not fit.k_stderr_per_s[i, j] < fit.k_per_s[i, j]}
+        for i, j in sorted(fit.at_bound):
+            result["warnings"].append(f"{temperature_k:.1f} K: {names[i]}-{names[j]} exchange not determined "
+                                      f"(rate at the fit bound or standard error above the rate; no exchange seen?)")
+            log.warning("%s", result["warnings"][-1])
     if not fits:
         raise AnalysisFitError("no temperature has three or more mixing times to fit")
     if len(fits) > 1:
         temps = np.array([f[0] for f in fits])
         for i, j in itertools.combinations(range(len(shifts)), 2):
+            if any((i, j) in f[1].at_bound for f in fits):
+                result["warnings"].append(f"{names[i]}-{names[j]}: no Arrhenius fit, the exchange is not "
+                                          f"determined at every temperature")
+                continue
             if model == "diffusion":
                 values = np.array([f[1].d_m2_per_s[(i, j)][0] for f in fits])
                 errors = np.array([f[1].d_m2_per_s[(i, j)][1] for f in fits])

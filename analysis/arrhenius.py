@@ -45,7 +45,8 @@ def fit_arrhenius(temperatures_k: np.ndarray, values: np.ndarray, stderrs: np.nd
     dof = t.size - 2
     cov = np.linalg.inv(design.T @ design)
     if dof > 0:
-        cov = cov * max(float(resid @ resid) / dof, 1e-300) if stderrs is None else cov * max(float(resid @ resid) / dof, 1.0)
+        reduced_chi2 = float(resid @ resid) / dof
+        cov = cov * (reduced_chi2 if stderrs is None else max(reduced_chi2, 1.0))
     ln_a, ea = coef
     prefactor = float(np.exp(ln_a))
     return ArrheniusFit(float(ea), float(np.sqrt(cov[1, 1])), prefactor, prefactor * float(np.sqrt(cov[0, 0])))

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 LOG_K_BOUNDS = (np.log(1e-7), np.log(1e5))
 LOG_R1_BOUNDS = (np.log(1e-6), np.log(1e4))
+LOG_D_BOUNDS = (np.log(1e-30), np.log(1e-5))
+
+
+def _at_bound(value: float, bounds: tuple[float, float]) -> bool:
+    """A log parameter pinned to its bound: the data did not determine it (e.g. no exchange)."""
+    return bool(value - bounds[0] < 1e-3 or bounds[1] - value < 1e-3)
 
 
 @dataclass
@@ -38,6 +44,7 @@ class ExchangeFit:
     d_m2_per_s: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
     rms_residual: float = 0.0
     predict: Callable[[np.ndarray], np.ndarray] | None = None
+    at_bound: set[tuple[int, int]] = field(default_factory=set)  # pairs (i < j) whose rate hit a bound
 
 
 def _propagator(k: np.ndarray, r1: np.ndarray, p: np.ndarray, times_s: np.ndarray) -> np.ndarray:
@@ -167,6 +174,7 @@ def fit_matrix(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) ->
     result = least_squares(residuals, x0, bounds=(lower, upper), method="trf", x_scale=1.0, max_nfev=2000)
     if not result.success:
         raise AnalysisFitError(f"matrix model fit did not converge: {result.message}")
+    log.info("matrix model: %d sites, %d mixing times, %d evaluations", n, times_s.size, result.nfev)
     cov = _covariance(result, v.size)
     m0, k, r1 = unpack(result.x)
     k_se = _delta(lambda x: unpack(x)[1].ravel(), result.x, cov).reshape(n, n)
@@ -179,7 +187,8 @@ def fit_matrix(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) ->
     def predict(t: np.ndarray) -> np.ndarray:
         return matrix_volumes(k, r1, m0, np.asarray(t, float)) * scale
 
-    return ExchangeFit("matrix", n, k, k_se, m0 / m0.sum(), t1, t1_se, {}, rms, predict)
+    at_bound = {pair for idx, pair in enumerate(pairs) if _at_bound(result.x[n + idx], LOG_K_BOUNDS)}
+    return ExchangeFit("matrix", n, k, k_se, m0 / m0.sum(), t1, t1_se, {}, rms, predict, at_bound)
 
 
 def fit_two_site(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) -> ExchangeFit:
@@ -192,7 +201,7 @@ def fit_two_site(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) 
     k_se = np.zeros((n, n))
     t1_by_site: dict[int, list[float]] = {i: [] for i in range(n)}
     t1_se_by_site: dict[int, list[float]] = {i: [] for i in range(n)}
-    rms_all, predictors = [], {}
+    rms_all, predictors, at_bound = [], {}, set()
     scale = float(np.trace(volumes[np.argmin(times_s)]))
     if not scale > 0:
         raise AnalysisFitError("diagonal volumes at the shortest mixing time are not positive")
@@ -218,6 +227,7 @@ def fit_two_site(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) 
                                method="trf", max_nfev=2000)
         if not result.success:
             raise AnalysisFitError(f"two-site fit of sites {a}-{b} did not converge: {result.message}")
+        log.info("two-site model %d-%d: %d evaluations", a, b, result.nfev)
         cov = _covariance(result, block.size)
         kab, kba, r1a, r1b, m0a, m0b = unpack(result.x)
         se = _delta(lambda x: np.array(unpack(x)[:4]), result.x, cov)
@@ -229,6 +239,8 @@ def fit_two_site(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) 
             t1_se_by_site[b].append(se[3] / r1b ** 2)
         rms_all.append(np.mean(result.fun ** 2))
         predictors[(a, b)] = unpack(result.x)
+        if _at_bound(result.x[2], LOG_K_BOUNDS):
+            at_bound.add((a, b))
     populations = np.diag(volumes[np.argmin(times_s)]) / scale
     t1 = np.array([np.median(t1_by_site[i]) for i in range(n)]) if fit_t1 else None
     t1_se = np.array([np.median(t1_se_by_site[i]) for i in range(n)]) if fit_t1 else None
@@ -243,7 +255,7 @@ def fit_two_site(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) 
         return out
 
     return ExchangeFit("two-site", n, k, k_se, populations / populations.sum(), t1, t1_se, {},
-                       float(np.sqrt(np.mean(rms_all)) * scale), predict)
+                       float(np.sqrt(np.mean(rms_all)) * scale), predict, at_bound)
 
 
 def sphere_uptake(tau: np.ndarray, terms: int = 60) -> np.ndarray:
@@ -285,7 +297,7 @@ def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.
     k = np.zeros((n, n))
     k_se = np.zeros((n, n))
     d_fit: dict[tuple[int, int], tuple[float, float]] = {}
-    rms_all = []
+    rms_all, at_bound = [], set()
     for a, b in itertools.combinations(range(n), 2):
         f_obs = cross_fraction(volumes, a, b)
         f_eq = 2 * p[a] * p[b] / (p[a] + p[b]) ** 2
@@ -293,10 +305,13 @@ def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.
         def residuals(x: np.ndarray, f_obs=f_obs, f_eq=f_eq) -> np.ndarray:
             return f_eq * sphere_uptake(np.exp(x[0]) * times_s / radius_m ** 2) - f_obs
 
-        guesses = [np.log(radius_m ** 2 / t) for t in np.geomspace(times_s.min() + 1e-6, times_s.max(), 5)]
-        best = min((least_squares(residuals, [g], method="lm") for g in guesses), key=lambda r: r.cost)
+        guesses = [np.clip(np.log(radius_m ** 2 / t), LOG_D_BOUNDS[0] + 1, LOG_D_BOUNDS[1] - 1)
+                   for t in np.geomspace(times_s.min() + 1e-6, times_s.max(), 5)]
+        best = min((least_squares(residuals, [g], bounds=LOG_D_BOUNDS, method="trf") for g in guesses),
+                   key=lambda r: r.cost)
         if not best.success:
             raise AnalysisFitError(f"diffusion fit of sites {a}-{b} did not converge: {best.message}")
+        log.info("diffusion model %d-%d: cost %.3g", a, b, best.cost)
         cov = _covariance(best, times_s.size)
         d = float(np.exp(best.x[0]))
         d_se = d * float(np.sqrt(cov[0, 0]))
@@ -304,8 +319,11 @@ def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.
         k[a, b], k[b, a] = k_ex * p[b] / (p[a] + p[b]), k_ex * p[a] / (p[a] + p[b])
         k_se[a, b], k_se[b, a] = k_ex_se * p[b] / (p[a] + p[b]), k_ex_se * p[a] / (p[a] + p[b])
         d_fit[(a, b)] = (d, d_se)
+        if _at_bound(best.x[0], LOG_D_BOUNDS):
+            at_bound.add((a, b))
         rms_all.append(np.mean(best.fun ** 2))
-    return ExchangeFit("diffusion", n, k, k_se, p, None, None, d_fit, float(np.sqrt(np.mean(rms_all))))
+    return ExchangeFit("diffusion", n, k, k_se, p, None, None, d_fit, float(np.sqrt(np.mean(rms_all))), None,
+                       at_bound)
 
 
 def fit_model(model: str, times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.5e-6) -> ExchangeFit:

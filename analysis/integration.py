@@ -115,6 +115,8 @@ def lineshape_volumes(spectrum: Spectrum2D, shifts_ppm: list[float],
         result = least_squares(lambda x: solve(np.exp(x))[1], start, bounds=(np.log(0.2), np.log(500.0)),
                                x_scale=1.0, diff_step=1e-3, xtol=1e-6, max_nfev=200)
         widths = np.exp(result.x)
+        log.info("%s: fitted linewidths %s Hz (%d evaluations)", spectrum.path,
+                 np.array2string(widths, precision=1), result.nfev)
     else:
         widths = np.asarray(widths_hz, float)
     volumes, _ = solve(widths)

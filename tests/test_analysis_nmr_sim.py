@@ -44,3 +44,18 @@ def test_paper_series_gives_every_ea_within_5_mev(simulated_series):
         for rate in fit["rates"]:
             expected = truth[names.index(rate["from"]), names.index(rate["to"])]
             assert abs(rate["k_per_s"] - expected) < max(5 * rate["k_stderr_per_s"], 0.05 * expected), rate
+
+
+def test_no_exchange_is_reported_not_fitted(tmp_path):
+    sample = paper_sample(with_lii=False)
+    expno = 10
+    for temperature_k in (293.0, 373.0):
+        for t in (0.01, 1.0, 5.0, 20.0):
+            params = {"TE": temperature_k, "D8": t, "IN0": 1e-3}
+            write_acquired_dataset(tmp_path / "nolii" / str(expno), params, temperature_k, sample=sample, seed=expno)
+            expno += 1
+    for model in ("matrix", "diffusion"):
+        result = analyze_exsy(tmp_path / "nolii", "10-17", sites=[2.31, 1.29], names=["Li2S", "LPSC"], model=model)
+        assert result["arrhenius"] == []
+        assert sum("not determined" in w for w in result["warnings"]) == 3
+        assert all(r["k_per_s"] < 1e-3 for f in result["fits"] for r in f["rates"])
