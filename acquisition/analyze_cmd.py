@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -104,6 +105,17 @@ def _print_cycling(summary: dict) -> None:
     console.print(f"activation plateau {act['plateau_v']} V, overpotential {act['overpotential_v']} V")
 
 
+def _json_safe(value):
+    """Non-finite floats become null so the output is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     """Run one analyze action; 0 ok, 2 refused input (one line on stderr), 1 analysis failed."""
     try:
@@ -130,7 +142,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         print(f"exsylab analyze {args.analyze_action}: refused: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(_json_safe(result), allow_nan=False))
     elif args.analyze_action == "cycling":
         _print_cycling(result)
     else:

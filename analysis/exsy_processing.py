@@ -96,6 +96,24 @@ class LineshapeModel:
         return _ft(ng.proc_base.zf_size(fid, self.size)).real
 
 
+def _check_complete(expno_dir: Path) -> None:
+    """Refuse a ser shorter than TD1 FIDs (an interrupted acquisition) with a clear message."""
+    try:
+        acqus = ng.bruker.read_jcamp(str(expno_dir / "acqus"))
+        acqu2s = ng.bruker.read_jcamp(str(expno_dir / "acqu2s"))
+        td, td1 = int(acqus["TD"]), int(acqu2s["TD"])
+        bytes_per_point = 8 if int(acqus.get("DTYPA", 0)) == 2 else 4
+    except Exception as exc:  # damaged parameter files come in many shapes
+        raise AnalysisInputError(f"{expno_dir}: unreadable acqus/acqu2s ({type(exc).__name__}: {exc})") from exc
+    if td < 2 or td1 < 1:
+        raise AnalysisInputError(f"{expno_dir}/acqus: TD={td}, TD1={td1} describe no 2D data")
+    fid_bytes = -(-td * bytes_per_point // 1024) * 1024  # each FID padded to a 1024-byte block
+    size = (expno_dir / "ser").stat().st_size
+    if size < td1 * fid_bytes:
+        raise AnalysisInputError(f"{expno_dir}/ser: incomplete acquisition, {size // fid_bytes} of {td1} FIDs "
+                                 f"({size} of {td1 * fid_bytes} bytes)")
+
+
 def read_dataset(expno_dir: Path) -> tuple[dict, np.ndarray]:
     """Read a TopSpin 2D dataset folder with nmrglue; AnalysisInputError if missing or not 2D."""
     expno_dir = Path(expno_dir)
@@ -104,6 +122,7 @@ def read_dataset(expno_dir: Path) -> tuple[dict, np.ndarray]:
     for name in ("acqus", "acqu2s", "ser"):
         if not (expno_dir / name).is_file():
             raise AnalysisInputError(f"{expno_dir}: missing {name} (not a TopSpin 2D dataset)")
+    _check_complete(expno_dir)
     try:
         dic, data = ng.bruker.read(str(expno_dir), read_procs=True)
     except Exception as exc:  # nmrglue raises many types for damaged files

@@ -74,7 +74,7 @@ def test_refusals_name_the_file_and_reason(tmp_path, reference_bruker):
     with pytest.raises(AnalysisInputError, match="XYZ not found"):
         process_dataset(tmp_path / "10", mixing_param="XYZ")
     (tmp_path / "10" / "ser").write_bytes(b"\0" * 10)
-    with pytest.raises(AnalysisInputError, match="10"):
+    with pytest.raises(AnalysisInputError, match="incomplete acquisition, 0 of 32 FIDs"):
         process_dataset(tmp_path / "10")
     spectrum_dir = tmp_path / "20"
     write_synthetic_exsy(spectrum_dir, VOLUMES, SHIFTS, mixing_time_s=0.1, temperature_k=300.0)
