@@ -53,7 +53,7 @@ def plot_buildup(ax, times_s: np.ndarray, volumes: np.ndarray, predict, names: l
                 ax.plot(fine, model[:, a, b] / scale, "-", color=line.get_color(), lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("mixing time / s")
-    ax.set_ylabel("cross-peak volume / diagonal sum at shortest t_mix")
+    ax.set_ylabel("cross volume / diagonal sum (shortest t_mix)")
     ax.set_title(f"Build-up at {temperature_k:.0f} K")
     ax.legend(fontsize=6)
 
