@@ -1,0 +1,162 @@
+"""Python API behind `exsylab analyze`: one function per CLI action, each returning the JSON object."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from analysis.arrhenius import fit_arrhenius
+from analysis.cycling import summarize_cycling
+from analysis.errors import AnalysisFitError, AnalysisInputError
+from analysis.exchange_models import ExchangeFit, fit_model
+from analysis.exsy_processing import ProcessingOptions, Spectrum2D, process_dataset
+from analysis.integration import (box_half_widths_ppm, check_sites, find_diagonal_sites, lineshape_volumes,
+                                  volume_matrix)
+from analysis.series import expno_paths, parse_names, parse_sites, series_datasets
+
+log = logging.getLogger(__name__)
+
+TEMPERATURE_GROUP_K = 1.0  # datasets within 1 K of each other belong to one temperature
+
+
+def analyze_exsy(dataset_dir: Path | str, expnos: list[int] | str, sites: None | str | list[float] = None,
+                 names: list[str] | None = None, model: str = "matrix", mixing_param: str = "D8", *,
+                 method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
+                 temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
+    """Analyse the expnos of one TopSpin data folder: volumes, per-temperature fits and Arrhenius."""
+    return analyze_paths(expno_paths(dataset_dir, expnos), sites, names, model, mixing_param,
+                         method=method, radius_m=radius_m, options=options, temperature_param=temperature_param,
+                         plot=plot)
+
+
+def analyze_series(run_dir: Path | str, sites: None | str | list[float] = None, names: list[str] | None = None,
+                   model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
+                   radius_m: float = 2.5e-6, temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
+    """Analyse the 'done' datasets listed in <run_dir>/datasets.json (written by the runner)."""
+    return analyze_paths(series_datasets(run_dir), sites, names, model, mixing_param,
+                         method=method, radius_m=radius_m, temperature_param=temperature_param, plot=plot)
+
+
+def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, plot: Path | str | None = None) -> dict:
+    """Per-cycle capacities, coulombic efficiency, averages and activation plateau of one BDF CSV."""
+    summary, profiles = summarize_cycling(bdf_csv, active_mass_g)
+    if plot is not None:
+        from analysis.plots import save_cycling_figure
+        save_cycling_figure(plot, summary, profiles)
+    return summary
+
+
+def _group_temperatures(temps: list[float]) -> list[list[int]]:
+    order = np.argsort(temps)
+    groups: list[list[int]] = []
+    for idx in order:
+        if groups and temps[idx] - temps[groups[-1][-1]] <= TEMPERATURE_GROUP_K:
+            groups[-1].append(int(idx))
+        else:
+            groups.append([int(idx)])
+    return groups
+
+
+def _resolve_sites(spectra: list[Spectrum2D], sites, names) -> tuple[list[float], list[str]]:
+    parsed = parse_sites(sites) if isinstance(sites, str) or sites is None else [float(s) for s in sites]
+    if parsed == "auto":
+        reference = min(spectra, key=lambda s: (s.mixing_time_s, s.temperature_k))
+        shifts = find_diagonal_sites(reference)
+    else:
+        shifts = list(parsed)
+    names = parse_names(names, len(shifts)) or [f"S{i + 1}" for i in range(len(shifts))]
+    return shifts, names
+
+
+def _fit_json(fit: ExchangeFit, temperature_k: float, names: list[str]) -> dict:
+    rates = []
+    for i, j in itertools.permutations(range(fit.n_sites), 2):
+        entry = {"from": names[i], "to": names[j], "k_per_s": float(fit.k_per_s[i, j]),
+                 "k_stderr_per_s": float(fit.k_stderr_per_s[i, j])}
+        pair = (min(i, j), max(i, j))
+        if pair in fit.d_m2_per_s:
+            entry["D_m2_per_s"], entry["D_stderr_m2_per_s"] = map(float, fit.d_m2_per_s[pair])
+        rates.append(entry)
+    out = {"temperature_k": float(temperature_k), "model": fit.model, "rates": rates,
+           "populations": [float(p) for p in fit.populations], "rms_residual": fit.rms_residual}
+    if fit.t1_s is not None:
+        out["t1_s"] = [{"site": n, "t1_s": float(t), "t1_stderr_s": float(se)}
+                       for n, t, se in zip(names, fit.t1_s, fit.t1_stderr_s)]
+    return out
+
+
+def analyze_paths(paths: list[Path], sites=None, names=None, model: str = "matrix", mixing_param: str = "D8", *,
+                  method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
+                  temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
+    """Process, integrate and fit a list of expno folders; the common core of the API functions."""
+    if model not in ("matrix", "two-site", "diffusion"):
+        raise AnalysisInputError(f"--model: '{model}' unknown (two-site, matrix, diffusion)")
+    if not paths:
+        raise AnalysisInputError("no datasets given")
+    spectra = [process_dataset(p, mixing_param, options, temperature_param) for p in paths]
+    shifts, names = _resolve_sites(spectra, sites, names)
+    groups = _group_temperatures([s.temperature_k for s in spectra])
+    volumes: list[np.ndarray] = [np.empty(0)] * len(spectra)
+    for group in groups:  # linewidths fitted once per temperature, on its shortest mixing time
+        first = min(group, key=lambda i: spectra[i].mixing_time_s)
+        widths = None
+        if method in ("auto", "lineshape") and "f1" in spectra[first].models:
+            check_sites(spectra[first], shifts)
+            widths = lineshape_volumes(spectra[first], shifts)[1]
+        for i in group:
+            volumes[i] = volume_matrix(spectra[i], shifts, method, widths)
+    points = [{"expno": s.expno, "path": str(s.path), "temperature_k": s.temperature_k,
+               "mixing_time_s": s.mixing_time_s, "volumes": v.tolist()} for s, v in zip(spectra, volumes)]
+    result: dict = {"sites": [{"name": n, "shift_ppm": float(s)} for n, s in zip(names, shifts)],
+                    "points": points, "fits": [], "arrhenius": [], "warnings": []}
+    fits: list[tuple[float, ExchangeFit, np.ndarray, np.ndarray]] = []
+    for group in groups:
+        temperature_k = float(np.mean([spectra[i].temperature_k for i in group]))
+        times = np.array([spectra[i].mixing_time_s for i in group])
+        if np.unique(times).size < 3:
+            result["warnings"].append(f"{temperature_k:.1f} K: only {np.unique(times).size} mixing time(s), not fitted")
+            log.warning("%s", result["warnings"][-1])
+            continue
+        vols = np.array([volumes[i] for i in group])
+        fit = fit_model(model, times, vols, radius_m)
+        log.info("%.1f K: %s model fitted to %d mixing times, rms residual %.3g", temperature_k, model,
+                 times.size, fit.rms_residual)
+        fits.append((temperature_k, fit, times, vols))
+        result["fits"].append(_fit_json(fit, temperature_k, names))
+        fit.at_bound |= {(i, j) for i, j in itertools.combinations(range(len(shifts)), 2)
+                         if not fit.k_stderr_per_s[i, j] < fit.k_per_s[i, j]}
+        for i, j in sorted(fit.at_bound):
+            result["warnings"].append(f"{temperature_k:.1f} K: {names[i]}-{names[j]} exchange not determined "
+                                      f"(rate at the fit bound or standard error above the rate; no exchange seen?)")
+            log.warning("%s", result["warnings"][-1])
+    if not fits:
+        raise AnalysisFitError("no temperature has three or more mixing times to fit")
+    if len(fits) > 1:
+        temps = np.array([f[0] for f in fits])
+        for i, j in itertools.combinations(range(len(shifts)), 2):
+            if any((i, j) in f[1].at_bound for f in fits):
+                result["warnings"].append(f"{names[i]}-{names[j]}: no Arrhenius fit, the exchange is not "
+                                          f"determined at every temperature")
+                continue
+            if model == "diffusion":
+                values = np.array([f[1].d_m2_per_s[(i, j)][0] for f in fits])
+                errors = np.array([f[1].d_m2_per_s[(i, j)][1] for f in fits])
+                quantity = "D_m2_per_s"
+            else:
+                values = np.array([f[1].k_per_s[i, j] for f in fits])
+                errors = np.array([f[1].k_stderr_per_s[i, j] for f in fits])
+                quantity = "k_per_s"
+            arr = fit_arrhenius(temps, values, errors if np.all(errors > 0) else None)
+            result["arrhenius"].append({"pair": f"{names[i]}-{names[j]}", "quantity": quantity,
+                                        "ea_ev": arr.ea_ev, "ea_stderr_ev": arr.ea_stderr_ev,
+                                        "prefactor": arr.prefactor, "prefactor_stderr": arr.prefactor_stderr})
+    if plot is not None:
+        from analysis.plots import save_exsy_figure
+        longest = max(spectra, key=lambda s: (s.mixing_time_s, s.temperature_k))
+        buildups = [(t, times, vols, fit.predict) for t, fit, times, vols in fits]
+        save_exsy_figure(plot, longest, shifts, names, box_half_widths_ppm(shifts), buildups, result)
+        result["plot"] = str(plot)
+    return result

@@ -1,0 +1,127 @@
+"""Cycling summary of one Battery Data Format (BDF) CSV: capacities, coulombic efficiency, plateau.
+
+Columns are read by name (extra columns are ignored). Capacities come from integrating
+`Current / A` over `Test Time / s` (positive current = charge), so they do not depend on how a
+cycler resets its capacity counters. Each cycle starts with a charge; CE = discharge / charge.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.errors import AnalysisInputError
+
+REQUIRED = ("Test Time / s", "Voltage / V", "Current / A", "Cycle Count / 1")
+
+
+def load_bdf(path: Path | str) -> dict[str, np.ndarray]:
+    """Columns of a BDF CSV as float arrays, keyed by the BDF column name."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisInputError(f"{path}: file not found")
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader)]
+            rows = [r for r in reader if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, StopIteration, csv.Error) as exc:
+        raise AnalysisInputError(f"{path}: unreadable CSV ({exc})") from exc
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise AnalysisInputError(f"{path}: missing column(s) {', '.join(missing)}")
+    columns: dict[str, np.ndarray] = {}
+    for name in header:
+        index = header.index(name)
+        try:
+            columns[name] = np.array([float(r[index]) for r in rows])
+        except (ValueError, IndexError) as exc:
+            if name in REQUIRED:
+                raise AnalysisInputError(f"{path}: column '{name}' has a non-numeric value ({exc})") from exc
+    if columns["Test Time / s"].size < 2:
+        raise AnalysisInputError(f"{path}: fewer than two data rows")
+    return columns
+
+
+def load_metadata(path: Path | str) -> dict:
+    """The metadata JSON beside a BDF CSV: '<file>.json' or '<stem>.metadata.json' ({} if neither)."""
+    path = Path(path)
+    for candidate in (path.with_name(path.name + ".json"), path.with_name(path.stem + ".metadata.json")):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise AnalysisInputError(f"{candidate}: unreadable JSON ({exc})") from exc
+    return {}
+
+
+def _capacity_ah(time_s: np.ndarray, current_a: np.ndarray, sign: float) -> np.ndarray:
+    """Cumulative charge passed with the given current sign (Ah), trapezoid rule."""
+    part = np.clip(sign * current_a, 0, None)
+    steps = 0.5 * (part[1:] + part[:-1]) * np.diff(time_s)
+    return np.concatenate([[0.0], np.cumsum(steps)]) / 3600.0
+
+
+def plateau_voltage(voltage_v: np.ndarray, capacity_mah_g: np.ndarray, bin_v: float = 0.01) -> float | None:
+    """Voltage where most capacity is passed (peak of the dQ/dV histogram), the plateau."""
+    if voltage_v.size < 3 or capacity_mah_g[-1] - capacity_mah_g[0] <= 0:
+        return None
+    dq = np.diff(capacity_mah_g)
+    v_mid = 0.5 * (voltage_v[1:] + voltage_v[:-1])
+    edges = np.arange(v_mid.min() - bin_v, v_mid.max() + 2 * bin_v, bin_v)
+    hist, edges = np.histogram(v_mid, bins=edges, weights=dq)
+    k = int(np.argmax(hist))
+    return float(0.5 * (edges[k] + edges[k + 1]))
+
+
+def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
+                      equilibrium_v: float | None = None) -> tuple[dict, list[dict]]:
+    """(summary JSON, voltage profiles) of one BDF CSV; mass from the argument or the metadata JSON."""
+    cols = load_bdf(path)
+    meta = load_metadata(path)
+    mass = active_mass_g if active_mass_g is not None else meta.get("active_mass_g")
+    if mass is None or not float(mass) > 0:
+        raise AnalysisInputError(f"{path}: active mass unknown (give --active-mass-g or active_mass_g in the metadata JSON)")
+    mass = float(mass)
+    t, v, i, cyc = cols["Test Time / s"], cols["Voltage / V"], cols["Current / A"], cols["Cycle Count / 1"]
+    cycles, profiles = [], []
+    for number in np.unique(cyc):
+        sel = cyc == number
+        ts, vs, cs = t[sel], v[sel], i[sel]
+        charge = _capacity_ah(ts, cs, +1.0) * 1000 / mass
+        discharge = _capacity_ah(ts, cs, -1.0) * 1000 / mass
+        q_ch, q_dis = float(charge[-1]), float(discharge[-1])
+        entry = {"cycle": int(number), "charge_mah_per_g": q_ch, "discharge_mah_per_g": q_dis,
+                 "coulombic_efficiency_pct": 100 * q_dis / q_ch if q_ch > 0 else None}
+        on_charge, on_discharge = cs > 0, cs < 0
+        entry["charge_plateau_v"] = plateau_voltage(vs[on_charge], charge[on_charge]) if on_charge.sum() > 2 else None
+        entry["discharge_plateau_v"] = (plateau_voltage(vs[on_discharge], discharge[on_discharge])
+                                        if on_discharge.sum() > 2 else None)
+        cycles.append(entry)
+        for kind, mask, cap in (("charge", on_charge, charge), ("discharge", on_discharge, discharge)):
+            if mask.sum() > 1:
+                profiles.append({"cycle": int(number), "kind": kind, "capacity_mah_per_g": cap[mask].tolist(),
+                                 "voltage_v": vs[mask].tolist()})
+    with_ce = [c["coulombic_efficiency_pct"] for c in cycles if c["coulombic_efficiency_pct"] is not None
+               and c["discharge_mah_per_g"] > 0]
+    first = cycles[0]
+    activation = {"plateau_v": first["charge_plateau_v"]}
+    if equilibrium_v is not None and first["charge_plateau_v"] is not None:
+        activation["overpotential_v"] = first["charge_plateau_v"] - equilibrium_v
+        activation["overpotential_reference"] = "charge plateau minus equilibrium_v"
+    else:
+        both = next((c for c in cycles if c["charge_plateau_v"] is not None and c["discharge_plateau_v"] is not None), None)
+        activation["overpotential_v"] = (0.5 * (both["charge_plateau_v"] - both["discharge_plateau_v"])
+                                         if both else None)
+        activation["overpotential_reference"] = "half the charge-discharge plateau gap"
+    summary = {"file": str(path), "active_mass_g": mass, "area_cm2": meta.get("area_cm2"), "cycles": cycles,
+               "n_cycles": len(cycles),
+               "average": {"charge_mah_per_g": float(np.mean([c["charge_mah_per_g"] for c in cycles])),
+                           "discharge_mah_per_g": float(np.mean([c["discharge_mah_per_g"] for c in cycles])),
+                           "coulombic_efficiency_pct": float(np.mean(with_ce)) if with_ce else None},
+               "activation": activation}
+    keep = {cycles[0]["cycle"], cycles[min(1, len(cycles) - 1)]["cycle"], cycles[-1]["cycle"]}
+    return summary, [p for p in profiles if p["cycle"] in keep]
