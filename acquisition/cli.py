@@ -14,6 +14,7 @@ from rich.table import Table
 
 from protocols import InputError, Plan, load_plan
 
+from .analyze_cmd import add_analyze_parser, run_analyze
 from .progress import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     p.set_defaults(func=cmd_status)
 
+    add_analyze_parser(sub)
+
     p = sub.add_parser("demo", help="the paper's VT-EXSY series and fixed-capacity cycling on the simulated station")
     p.add_argument("--out", default="demo-out", help="folder for the demo's run (default: demo-out)")
     p.set_defaults(func=cmd_demo)
@@ -174,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    func: Callable[[argparse.Namespace], int] = run_analyze if args.command == "analyze" else args.func
     try:
         return func(args)
     except InputError as exc:
