@@ -100,8 +100,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
             if isinstance(first, CyclerStep):
                 channel = runtime.cycler_channel(first.channel, limits_of(first))
                 meta = _cell_metadata(folder, {first.channel: first})[first.channel]
-                lanes[lane_name] = CyclerLane(channel, folder.cycler / f"{first.cell}.csv", meta,
-                                              [s for s in steps if isinstance(s, CyclerStep)])
+                lanes[lane_name] = CyclerLane(channel, folder.cycler / f"{first.cell}.csv", meta)
             else:
                 nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
                               overdue_factor=station.spectrometer.overdue_factor if station.spectrometer else 1.5)

@@ -14,7 +14,7 @@ from typing import Any
 from drivers.cycler import CyclerChannel, CyclerError, CyclerLimits, CyclerSample, CyclerStepSpec
 from protocols.plan import CyclerStep, Step
 
-from .bdf import BdfWriter, read_bdf
+from .bdf import CHARGE_AH, DISCHARGE_AH, STEP_INDEX, BdfRecorder, BdfWriter, read_bdf
 from .runner import StepContext, StepFailed, StopRequested
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,11 @@ def spec_of(step: CyclerStep) -> CyclerStepSpec:
 class CyclerLane:
     """Executes one cell's steps on its channel and writes every sample to the cell's BDF file."""
 
-    def __init__(self, channel: CyclerChannel, bdf_path: Path, metadata: dict[str, Any], steps: list[CyclerStep]) -> None:
+    def __init__(self, channel: CyclerChannel, bdf_path: Path, metadata: dict[str, Any]) -> None:
         self.channel = channel
         self.bdf_path = bdf_path
-        self._ordinal = {s.index: n + 1 for n, s in enumerate(steps)}
         self._writer = BdfWriter(bdf_path, metadata, append=bdf_path.exists())
+        self._recorder = BdfRecorder(self._writer)
         self._continue_from_ah: dict[int, float] = {}
 
     def close(self) -> None:
@@ -51,18 +51,12 @@ class CyclerLane:
         start_capacity_ah = self._continue_from_ah.pop(step.index, 0.0)
         if ctx.should_stop():
             raise StopRequested()
-        step_count = self._ordinal[step.index]
-
-        def on_sample(sample: CyclerSample, capacity_ah: float, step_time_s: float) -> None:  # noqa: ARG001
-            self._writer.write(sample, cycle=step.cycle, step_count=step_count, step_index=step.index,
-                               charge_capacity_ah=capacity_ah if step.mode == "charge" else 0.0,
-                               discharge_capacity_ah=capacity_ah if step.mode == "discharge" else 0.0)
-
+        on_sample = self._recorder.begin_step(step.mode, step.index, start_capacity_ah=start_capacity_ah)
         try:
             result = self.channel.run_step(spec_of(step), on_sample, start_capacity_ah=start_capacity_ah,
                                            should_stop=ctx.should_stop)
         except CyclerError as exc:
-            raise StepFailed(f"{step.channel}: {exc}", detail={"error_type": type(exc).__name__}) from exc
+            raise StepFailed(f"{step.channel}: {exc}; channel off", detail={"error_type": type(exc).__name__}) from exc
         outcome = {"ended_by": result.ended_by, "capacity_ah": result.capacity_ah, "duration_s": result.duration_s,
                    "final_voltage_v": result.final_voltage_v, "samples": result.samples,
                    "resumed_from_ah": start_capacity_ah}
@@ -85,13 +79,11 @@ class CyclerLane:
         if not self.bdf_path.exists():
             return 0.0
         columns = read_bdf(self.bdf_path)
-        counts = columns.get("Step Count / 1")
-        if counts is None or len(counts) == 0:
+        mine = columns[STEP_INDEX] == step.index
+        if not mine.any():
             return 0.0
-        mine = counts == self._ordinal[step.index]
-        column = "Charging Capacity / Ah" if step.mode == "charge" else "Discharging Capacity / Ah"
-        values = columns[column][mine]
-        return float(values.max()) if len(values) else 0.0
+        values = columns[CHARGE_AH if step.mode == "charge" else DISCHARGE_AH][mine]
+        return float(values[-1] - values[0])  # cumulative columns: what this step added
 
     def make_safe(self) -> None:
         self.channel.off()

@@ -22,6 +22,7 @@ from drivers.topspin import (
 )
 from drivers.vt import TemperatureController, VtError
 from protocols.plan import Acquire2D, MoveTemperature, Step, WaitStable
+from protocols.timing import ramp_s
 
 from .run_folder import write_atomic
 from .runner import StepContext, StepFailed, StopRequested
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 MARK_FILE = "exsylab-status.txt"  # written into an expno folder whose data must not be used
 MAX_ACQUISITION_ATTEMPTS = 3
-VT_POLL_S = 15.0  # clock seconds between VT readings during waits and acquisitions
+VT_POLL_S = 10.0  # clock seconds between VT readings while waiting for stability
+EXCURSION_POLL_S = 60.0  # clock seconds between VT readings while an acquisition runs
 
 
 def mark_dataset(expno_dir: Path, status: str, reason: str) -> None:
@@ -73,7 +75,7 @@ class NmrLane:
             raise StopRequested()
         try:
             if isinstance(step, MoveTemperature):
-                return self._move(step)
+                return self._move(step, ctx)
             if isinstance(step, WaitStable):
                 return self._wait(step, ctx)
             if isinstance(step, Acquire2D):
@@ -98,7 +100,7 @@ class NmrLane:
             # still acquiring (TopSpin outlived us): let it finish, then judge
             remaining = max(step.estimate_s - (ctx.clock.now() - float(progress.get("started_at", ctx.clock.now()))), 0.0)
             self.spectrometer.wait_acquisition(step.dataset, expno, remaining + 60.0, overdue_factor=self.overdue_factor,
-                                               poll_s=VT_POLL_S)
+                                               poll_s=EXCURSION_POLL_S)
             state = "done"
         if state in ("done", "idle", "unknown") and dataset_complete(path) and not progress.get("flagged"):
             self._record(ctx, step, expno, path, "done", progress, note="completed while the runner was down")
@@ -116,11 +118,13 @@ class NmrLane:
             log.error("VT hold failed: %s", exc)
 
     # ---- steps ---------------------------------------------------------------------------
-    def _move(self, step: MoveTemperature) -> dict[str, Any]:
+    def _move(self, step: MoveTemperature, ctx: StepContext) -> dict[str, Any]:
+        """Start the ramp and let it run: the step lasts as long as the set point takes to get there."""
         self.vt.set_ramp_rate_k_per_min(step.ramp_k_per_min)
         setpoint_k = self.vt.set_sample_temperature_k(step.temperature_k)
         self._temperature_established = True
-        return {"sample_target_k": step.temperature_k, "setpoint_k": setpoint_k}
+        ctx.clock.sleep(ramp_s(step.from_k, step.temperature_k, step.ramp_k_per_min))
+        return {"sample_target_k": step.temperature_k, "setpoint_k": setpoint_k, "sample_k": self.vt.read_sample_k()}
 
     def _wait(self, step: WaitStable, ctx: StepContext) -> dict[str, Any]:
         result = self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
@@ -206,7 +210,7 @@ class NmrLane:
 
         try:
             self.spectrometer.wait_acquisition(name, expno, step.estimate_s, overdue_factor=self.overdue_factor,
-                                               poll_s=VT_POLL_S, on_poll=on_poll)
+                                               poll_s=EXCURSION_POLL_S, on_poll=on_poll)
         except StopRequested:
             mark_dataset(path, "partial", "stopped by the user")
             self._record(ctx, step, expno, path, "partial", watch, note="stopped by the user")

@@ -34,6 +34,10 @@ _LIVENESS_CHECK_REAL_S = 0.02  # how often a job wait re-reads the heartbeat
 _PARAM_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
+_END_MARGIN_S = 0.5  # the first "done?" question comes this long after the expected end
+_LATE_STATUS_EVERY_S = 5.0  # then TopSpin is asked at least this often until it is done
+
+
 class SpectrometerError(Exception):
     """Any failure of the spectrometer or of the TopSpin automation channel."""
 
@@ -325,8 +329,8 @@ class TopSpinDriver:
                          poll_s: float | None = None, on_poll: Callable[[], None] | None = None,
                          status_every_s: float | None = None) -> AcquisitionStatus:
         """Wait (clock time) until the acquisition is done, calling on_poll every poll_s. TopSpin is
-        asked every status_every_s (default max(poll_s, expected_s / 8): few jobs in virtual time)
-        and at every poll after expected_s. Raises AcquisitionOverdue past expected_s *
+        asked every status_every_s (default max(poll_s, expected_s / 8): few jobs in virtual time),
+        just after expected_s, and then every min(poll_s, 5 s). Raises AcquisitionOverdue past expected_s *
         overdue_factor, SpinningFailure, JobFailed, TopSpinNotRunning."""
         poll = self.poll_s if poll_s is None else poll_s
         cadence_s = max(poll, expected_s / 8.0) if status_every_s is None else max(poll, status_every_s)
@@ -352,7 +356,10 @@ class TopSpinDriver:
                     raise AcquisitionOverdue(
                         f"TopSpin: acquisition {name}/{expno} still {status.state} after {now - start:.0f} s "
                         f"(expected {expected_s:.0f} s, limit x{overdue_factor}); {status.message}")
-                next_status = min(now + cadence_s, max(expected_end, now + poll))
+                if now < expected_end + _END_MARGIN_S:
+                    next_status = min(now + cadence_s, expected_end + _END_MARGIN_S)  # ask right at the end
+                else:
+                    next_status = now + min(poll, _LATE_STATUS_EVERY_S)
             if on_poll is not None:
                 on_poll()
             self.clock.sleep(min(poll, next_status - self.clock.now()) if next_status > self.clock.now() else 0.0)

@@ -56,7 +56,7 @@ class VtSpec(FileModel):
     limits: VtLimitsSpec
     ramp_rate_k_per_min: KelvinPerMinute | None = Field(None, alias="ramp_rate", gt=0)
     settle_estimate_s: Seconds = Field(
-        240.0, alias="settle_estimate", ge=0, description="planning allowance for lag after a ramp"
+        60.0, alias="settle_estimate", ge=0, description="planning allowance for lag after a ramp"
     )
     ambient_k: Kelvin = Field(293.0, alias="ambient", gt=0)
     calibration: list[CalibrationSpec] = Field(default_factory=list)
@@ -123,6 +123,12 @@ class StationSpec(FileModel):
     notifications: NotificationSpec = Field(default_factory=NotificationSpec)
 
 
+# The simulated probe's sample sits this much above its sensor at 10 kHz MAS (frictional heating,
+# hardware_sim.thermal's default); the built-in station carries the matching calibration, as a
+# real station carries one measured with a Pb(NO3)2 thermometer.
+SIMULATED_MAS_HEATING_K = 4.0
+
+
 def simulated_station() -> StationSpec:
     """The built-in simulated station used when no station file is given."""
     return StationSpec.model_validate(
@@ -135,6 +141,8 @@ def simulated_station() -> StationSpec:
                 "driver": "lakeshore336",
                 "port": "sim://vt",
                 "limits": {"min_k": 173.0, "max_k": 423.0, "max_ramp_k_per_min": 5.0},
+                "calibration": [{"mas_rate_hz": 10_000.0, "thermometer": "simulated",
+                                 "points": [[173.0, 173.0 + SIMULATED_MAS_HEATING_K], [423.0, 423.0 + SIMULATED_MAS_HEATING_K]]}],
             },
             "cyclers": {
                 "ch1": {"resource": "sim://ch1", "voltage_min_v": -0.5, "voltage_max_v": 5.0, "current_max_a": 0.1},
