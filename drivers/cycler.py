@@ -91,14 +91,24 @@ class StepResult:
 
 _live_channels: "weakref.WeakSet[CyclerChannel]" = weakref.WeakSet()
 _live_lock = threading.Lock()
+_atexit_registered = False
 
 
-@atexit.register
 def _all_off_at_exit() -> None:
+    """Leave every channel that was sourcing at 0 A, output off, when the process exits."""
     with _live_lock:
         channels = list(_live_channels)
     for channel in channels:
         channel.off()
+
+
+def _register_live(channel: "CyclerChannel") -> None:
+    global _atexit_registered
+    with _live_lock:
+        _live_channels.add(channel)
+        if not _atexit_registered:  # registered late so it runs before pyvisa's own cleanup
+            atexit.register(_all_off_at_exit)
+            _atexit_registered = True
 
 
 class CyclerChannel:
@@ -213,8 +223,7 @@ class CyclerChannel:
         compliance_v = self._compliance_v(spec)
         self.smu.source_current(sign * spec.current_a, compliance_v)
         self.smu.output(True)
-        with _live_lock:
-            _live_channels.add(self)
+        _register_live(self)
         t0 = self.clock.now()
         cap = start_capacity_ah
         samples = 0
@@ -277,3 +286,56 @@ class CyclerChannel:
             gap_v = sign * (spec.end_voltage_v - sample.voltage_v)
             wait = min(wait, APPROACH_FRACTION * gap_v / abs(slope_v_s))
         return max(wait, MIN_INTERVAL_S)
+
+
+def run_steps(
+    channel: CyclerChannel,
+    steps: list[CyclerStepSpec],
+    on_step_start: Callable[[int, CyclerStepSpec], Callable[[CyclerSample, float, float], None] | None] | None = None,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[StepResult]:
+    """Run `steps` in order on `channel`; `on_step_start(k, spec)` may return each step's on_sample.
+
+    Stops early (returning the results so far) when a step ends "stopped"; safety trips and
+    communication errors propagate with the channel off.
+    """
+    results = []
+    for k, spec in enumerate(steps):
+        on_sample = on_step_start(k, spec) if on_step_start is not None else None
+        result = channel.run_step(spec, on_sample, should_stop=should_stop)
+        results.append(result)
+        if result.ended_by == "stopped":
+            break
+    return results
+
+
+def fixed_capacity_steps(
+    *,
+    active_mass_g: float,
+    area_cm2: float,
+    current_density_ma_cm2: float = 0.132,
+    activation_mah_g: tuple[float, ...] = (200.0, 300.0, 400.0, 500.0, 600.0),
+    cycling_mah_g: float = 600.0,
+    cycles: int = 50,
+    cutoff_v: float = 0.8,
+    sample_interval_s: float = 60.0,
+    charge_time_limit_factor: float = 1.5,
+) -> list[CyclerStepSpec]:
+    """The paper's fixed-capacity protocol: stepped activation charges, then `cycles` at `cycling_mah_g`.
+
+    Each charge ends at its specific capacity (with a time guard of `charge_time_limit_factor`
+    times the nominal duration), each discharge at `cutoff_v` vs In-Li.
+    """
+    current_a = current_density_ma_cm2 * 1e-3 * area_cm2
+    steps = []
+    for target_mah_g in list(activation_mah_g) + [cycling_mah_g] * cycles:
+        capacity_ah = target_mah_g * active_mass_g * 1e-3
+        nominal_s = capacity_ah / current_a * 3600.0
+        steps.append(CyclerStepSpec("charge", current_a, end_capacity_ah=capacity_ah,
+                                    end_time_s=charge_time_limit_factor * nominal_s,
+                                    sample_interval_s=sample_interval_s))
+        steps.append(CyclerStepSpec("discharge", current_a, end_voltage_v=cutoff_v,
+                                    end_time_s=charge_time_limit_factor * nominal_s,
+                                    sample_interval_s=sample_interval_s))
+    return steps

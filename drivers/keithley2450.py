@@ -225,17 +225,29 @@ class Keithley2450:
         self.write(':SENS:FUNC "VOLT"')
         self.write(":SOUR:CURR:READ:BACK ON")
         self.write(f":SOUR:CURR:VLIM {voltage_limit_v:.6g}")
-        self.write(f":SOUR:CURR {current_a:.9g}")
+        self._verify(":SOUR:CURR:VLIM?", voltage_limit_v, "voltage limit")
+        self.set_current(current_a)
+
+    def _verify(self, query: str, expected: float, what: str) -> None:
+        """Read a setting back: a write lost on a dropped connection must not pass silently."""
+        (actual,) = self._transact(query, query=True, parse=lambda r: parse_numbers(r, 1))
+        if not math.isclose(actual, expected, rel_tol=1e-5, abs_tol=1e-12):
+            raise CyclerCommunicationError(
+                f"Keithley2450 {self.resource}: {what} reads back {actual}, expected {expected} ({query})"
+            )
 
     def set_current(self, current_a: float) -> None:
         """Change the sourced current, keeping function and voltage limit."""
         if not math.isfinite(current_a):
             raise ValueError(f"Keithley2450 {self.resource}: bad current {current_a}")
         self.write(f":SOUR:CURR {current_a:.9g}")
+        self._verify(":SOUR:CURR?", current_a, "source current")
 
     def output(self, on: bool) -> None:
-        """Switch the output on or off."""
+        """Switch the output on or off (read back to confirm)."""
         self.write(":OUTP ON" if on else ":OUTP OFF")
+        if self.output_is_on() != on:
+            raise CyclerCommunicationError(f"Keithley2450 {self.resource}: output did not switch {'on' if on else 'off'}")
 
     def read(self) -> tuple[float, float, float]:
         """(voltage_v, current_a, instrument_time_s) from one :READ? query."""

@@ -66,6 +66,7 @@ class Li2SCell:
         self.charge_throughput_mah_g = 0.0
         self.hysteresis = -1.0  # -1 discharge branch ... +1 charge branch
         self.eta_rc_v = 0.0
+        self._ocv_cache: float | None = None
 
     # --- derived quantities ----------------------------------------------------------------
 
@@ -81,7 +82,12 @@ class Li2SCell:
         return self.ce_final - self.ce_initial_deficit * math.exp(-self.charge_throughput_mah_g / self.ce_settle_mah_g)
 
     def ocv_v(self) -> float:
-        """Open-circuit voltage vs In-Li on the present hysteresis branch."""
+        """Open-circuit voltage vs In-Li on the present hysteresis branch (cached until the state moves)."""
+        if self._ocv_cache is None:
+            self._ocv_cache = self._ocv_now()
+        return self._ocv_cache
+
+    def _ocv_now(self) -> float:
         y = self.stored_mah_g
         fill = min(y / self.accessible_mah_g(), 0.9999)
         v = self.ocv_mid_v + 0.5 * self.hysteresis_v * self.hysteresis
@@ -124,6 +130,7 @@ class Li2SCell:
         """Integrate `dt_s` seconds at constant `current_a` (exact for the linear parts)."""
         if dt_s <= 0:
             return
+        self._ocv_cache = None
         passed_mah_g = current_a * dt_s / 3.6 / self.active_mass_g  # A*s -> mAh is /3.6
         if passed_mah_g > 0:
             self.stored_mah_g += passed_mah_g * self.coulombic_efficiency()

@@ -10,6 +10,7 @@ Faults can be injected: dropped connection, timeout (no reply), malformed reply.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import socket
 import threading
@@ -45,6 +46,7 @@ def _canon(token: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_header(header: str) -> tuple[tuple[str, ...], bool] | None:
     """Canonical mnemonic path and query flag of a SCPI header, or None if not understood."""
     query = header.endswith("?")
