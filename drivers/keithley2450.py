@@ -195,8 +195,18 @@ class Keithley2450:
                 ) from exc
 
     def write(self, command: str) -> None:
-        """Send one SCPI command (retried on transient faults)."""
-        self._transact(command, query=False)
+        """Send one SCPI command and confirm it was processed (`cmd;*OPC?` -> 1), retried on faults.
+
+        One message with a reply, rather than a bare write: a command lost on a dropped
+        connection is noticed at once, and no two small writes meet Nagle's delay (pyvisa-py
+        cannot set TCP_NODELAY on SOCKET resources).
+        """
+
+        def confirmed(reply: str) -> None:
+            if reply.strip() != "1":
+                raise ValueError(f"*OPC? answered {reply!r}")
+
+        self._transact(f"{command};*OPC?", query=True, parse=confirmed)
 
     def query(self, command: str) -> str:
         """Send one SCPI query and return the raw reply (retried on transient faults)."""

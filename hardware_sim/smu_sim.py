@@ -222,8 +222,13 @@ class SimulatedKeithley2450:
             self._effective_current_a = current
             self.tripped = False
 
-    def handle(self, command: str) -> str | None:
-        """Execute one SCPI command line; returns the reply for a query, else None."""
+    def handle(self, message: str) -> str | None:
+        """Execute one SCPI message (commands joined by ';'); returns the query replies joined by ';'."""
+        with self._lock:
+            replies = [r for r in (self._handle_one(c.strip()) for c in message.split(";") if c.strip()) if r is not None]
+            return ";".join(replies) if replies else None
+
+    def _handle_one(self, command: str) -> str | None:
         with self._lock:
             self.commands_received.append(command)
             header, _, args = command.partition(" ")
@@ -242,6 +247,8 @@ class SimulatedKeithley2450:
     def _dispatch(self, path: tuple[str, ...], query: bool, args: str) -> str | None:
         if path == ("*IDN",) and query:
             return IDN
+        if path == ("*OPC",) and query:
+            return "1"
         if path in (("*RST",), ("*CLS",)):
             if path == ("*RST",):
                 self.output_on, self.source_current_a, self.voltage_limit_v = False, 0.0, 21.0
