@@ -99,7 +99,8 @@ def _all_off_at_exit() -> None:
     with _live_lock:
         channels = list(_live_channels)
     for channel in channels:
-        channel.off()
+        if not channel.smu.closed:  # a driver closed on purpose has nothing left to switch
+            channel.off()
 
 
 def _register_live(channel: "CyclerChannel") -> None:

@@ -287,6 +287,11 @@ class Keithley2450:
             log.error("Keithley2450 %s: safe_off failed, output state unknown: %s", self.resource, exc)
             return False
 
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed
+
     def close(self) -> None:
         """Close the VISA session (the output state is left as it is)."""
         with self._lock:
