@@ -103,14 +103,12 @@ class BdfWriter:
     def write(self, sample: CyclerSample, cycle: int, step_count: int, step_index: int,
               charge_capacity_ah: float, discharge_capacity_ah: float) -> None:
         """Append one row (flushed at once, fsynced per batch of rows or seconds)."""
-        values = (sample.test_time_s, sample.voltage_v, sample.current_a)
-        tail = (charge_capacity_ah, discharge_capacity_ah, sample.unix_time_s)
-        if not all(math.isfinite(v) for v in values + tail):
-            raise BdfError(f"{self.path}: refusing a non-finite value in row {values + tail}")
-        self._file.write(
-            f"{values[0]!r},{values[1]!r},{values[2]!r},{int(cycle)},{int(step_count)},{int(step_index)},"
-            f"{float(charge_capacity_ah)!r},{float(discharge_capacity_ah)!r},{tail[2]!r}\n"
-        )
+        t, v, i, u = sample.test_time_s, sample.voltage_v, sample.current_a, sample.unix_time_s
+        charge, discharge = float(charge_capacity_ah), float(discharge_capacity_ah)
+        if not math.isfinite(t + v + i + u + charge + discharge):  # any nan/inf makes the sum non-finite
+            raise BdfError(f"{self.path}: refusing a non-finite value in row {(t, v, i, charge, discharge, u)}")
+        self._file.write(f"{t!r},{v!r},{i!r},{int(cycle)},{int(step_count)},{int(step_index)},"
+                         f"{charge!r},{discharge!r},{u!r}\n")
         self._file.flush()
         self._unsynced += 1
         if self._unsynced >= self.fsync_rows or time.monotonic() - self._last_sync >= self.fsync_interval_s:

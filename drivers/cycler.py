@@ -245,8 +245,7 @@ class CyclerChannel:
             if on_sample is not None:
                 on_sample(sample, cap, elapsed)
             reason = self._safety_reason(spec, sample.voltage_v, sample.current_a, cap, compliance_v)
-            if reason:
-                self.off()
+            if reason:  # run_step's handler switches the channel off
                 message = f"cycler {self.name}: safety stop: {reason}"
                 log.error(message)
                 result = StepResult("safety", elapsed, cap, sample.voltage_v, samples, message)

@@ -7,6 +7,7 @@ attempts so no stale bytes survive, and logs each retry.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -47,12 +48,22 @@ class _Transient(Exception):
     """A fault worth retrying on a fresh connection."""
 
 
+@functools.lru_cache(maxsize=8)
+def _reply_pattern(count: int) -> re.Pattern[str]:
+    return re.compile(r"^\s*" + r"\s*,\s*".join([f"({_NUMBER})"] * count) + r"\s*$")
+
+
 def parse_numbers(reply: str, count: int) -> tuple[float, ...]:
     """Parse exactly `count` comma-separated finite SCPI numbers, else raise ValueError.
 
     Overflow markers (|x| >= 9.9e37), NaN, inf, empty fields and extra fields are refused, so
     a malformed reply is never taken as a reading.
     """
+    whole = _reply_pattern(count).match(reply)
+    if whole is not None:  # fast path: one regex for the whole reply
+        values = tuple(float(g) for g in whole.groups())
+        if all(abs(v) < _OVERFLOW_V for v in values):
+            return values
     fields = reply.strip().split(",")
     if len(fields) != count:
         raise ValueError(f"expected {count} numbers, got {len(fields)} fields in {reply!r}")

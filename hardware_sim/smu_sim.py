@@ -310,12 +310,21 @@ class SimulatedKeithley2450:
         return None
 
     def _read(self, args: str) -> str:
-        fields = [f.strip() for f in args.split(",")] if args else []
-        elements = [_ELEMENTS.get(f.upper()) for f in fields[1:]] or ["READ"]
-        if None in elements:
-            raise ValueError(args)
+        elements = read_elements(args)
         voltage_v, current_a = self.cell.measured(self._effective_current_a)
         now = self.clock.now()
         values = {"READ": voltage_v, "SOUR": current_a, "REL": now - self._buffer_t0,
                   "SEC": float(int(now)), "FRAC": now - int(now)}
-        return ",".join(f"{values[e]:+.7E}" for e in elements)
+        return ",".join([f"{values[e]:+.7E}" for e in elements])
+
+
+@functools.lru_cache(maxsize=64)
+def read_elements(args: str) -> tuple[str, ...]:
+    """Canonical buffer elements of a :READ? argument list ('"defbuffer1", SOUR, READ, REL')."""
+    fields = [f.strip() for f in args.split(",")] if args else []
+    if fields and fields[0].strip("\"'") not in ("defbuffer1", "defbuffer2"):
+        raise ValueError(f"unknown buffer {fields[0]!r}")
+    elements = tuple(_ELEMENTS.get(f.upper(), "") for f in fields[1:]) or ("READ",)
+    if "" in elements:
+        raise ValueError(args)
+    return elements

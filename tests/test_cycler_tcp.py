@@ -239,3 +239,22 @@ def test_lost_connection_stops_one_channel_while_another_goes_on(clock: VirtualC
     finally:
         for b in benches.values():
             b.close()
+
+
+def test_temperature_limit_and_interrupt_leave_the_channel_off(bench: Bench, clock: VirtualClock) -> None:
+    temperatures = iter([300.0, 301.0, 350.0])
+    limits = CyclerLimits(voltage_min_v=0.5, voltage_max_v=2.5, current_max_a=1e-3, temperature_max_k=340.0)
+    channel = CyclerChannel("cell-1", bench.smu, clock, limits, temperature_k=lambda: next(temperatures))
+    spec = CyclerStepSpec("charge", CURRENT_A, end_time_s=100.0, sample_interval_s=1.0)
+    with pytest.raises(CyclerSafetyTrip, match="temperature 350.00 K above the limit 340.0 K") as trip:
+        channel.run_step(spec)
+    assert trip.value.result.samples == 3 and not bench.sim.output_on
+
+    def interrupt(sample: CyclerSample, cap: float, t: float) -> None:
+        if t >= 5.0:
+            raise KeyboardInterrupt
+
+    channel = CyclerChannel("cell-1", bench.smu, clock, LIMITS)
+    with pytest.raises(KeyboardInterrupt):
+        channel.run_step(spec, interrupt)
+    assert not bench.sim.output_on and bench.sim.source_current_a == 0.0
