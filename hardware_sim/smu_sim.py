@@ -39,7 +39,7 @@ _GARBAGE = ["+1.6932E+00,GARBAGE,+1.0E+00", "+1.69E+00,+1.0", "9.91E37,9.91E37,9
 
 
 def _canon(token: str) -> str | None:
-    token = token.upper().rstrip("0123456789") if token[-1:].isdigit() and len(token) > 1 else token.upper()
+    token = token.upper().rstrip("0123456789") or token.upper()  # SOUR1 -> SOUR
     for long, short in _MNEMONICS:
         if token == long or token == short:
             return short
