@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -214,9 +216,12 @@ def test_lost_connection_stops_one_channel_while_another_goes_on(clock: VirtualC
         b = benches[name]
         channel = CyclerChannel(name, b.smu, clock, LIMITS)
 
+        dropped = []
+
         def on_sample(sample: CyclerSample, cap: float, t: float) -> None:
-            if name == "A" and t >= 20.0 and not b.sim._faults:
+            if name == "A" and t >= 20.0 and not dropped:
                 b.sim.inject("drop_connection")  # every connection dropped from now on
+                dropped.append(t)
         with clock.participant():
             try:
                 outcome[name] = channel.run_step(spec, on_sample)
@@ -258,3 +263,31 @@ def test_temperature_limit_and_interrupt_leave_the_channel_off(bench: Bench, clo
     with pytest.raises(KeyboardInterrupt):
         channel.run_step(spec, interrupt)
     assert not bench.sim.output_on and bench.sim.source_current_a == 0.0
+
+
+EXIT_SCRIPT = """
+import atexit
+from drivers.clock import VirtualClock
+from drivers.cycler import CyclerChannel, CyclerLimits, CyclerStepSpec
+from drivers.keithley2450 import Keithley2450
+from hardware_sim.cell import Li2SCell
+from hardware_sim.smu_sim import SimulatedKeithley2450
+
+clock = VirtualClock()
+sim = SimulatedKeithley2450(clock, Li2SCell(active_mass_g=1e-5))
+atexit.register(lambda: print("at exit: output_on=%s current=%s" % (sim.output_on, sim.source_current_a)))
+smu = Keithley2450(sim.start(), clock=clock, timeout_s=0.5)
+channel = CyclerChannel("cell-1", smu, clock, CyclerLimits(0.5, 2.5, 1e-3))
+channel.run_step(CyclerStepSpec("charge", 1e-4, end_time_s=5.0))
+smu.set_current(1e-4)  # sourcing again, then the script ends without switching off
+print("before exit: output_on=%s" % sim.output_on)
+"""
+
+
+def test_process_exit_leaves_every_channel_off() -> None:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], cwd=root, env={"PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "before exit: output_on=True" in done.stdout
+    assert "at exit: output_on=False current=0.0" in done.stdout
