@@ -149,7 +149,7 @@ class CyclerChannel:
         start_capacity_ah: float = 0.0,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> StepResult:
-        """Run one step to its first end condition; the channel is off afterwards only on error/safety.
+        """Run one step to its first end condition; afterwards the source is at 0 A (off if stopped or failed).
 
         `on_sample(sample, step_capacity_ah, step_time_s)` sees every sample. Raises
         CyclerSafetyTrip (with `.result`) on a limit breach, CyclerCommunicationError when the

@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import pyvisa
 from pyvisa.errors import VisaIOError
@@ -78,6 +78,10 @@ def parse_numbers(reply: str, count: int) -> tuple[float, ...]:
     return tuple(values)
 
 
+def _parse_reading(reply: str) -> tuple[float, ...]:
+    return parse_numbers(reply, 3)
+
+
 def parse_bool(reply: str) -> bool:
     """Parse a SCPI boolean reply ('0' or '1', optionally ON/OFF), else raise ValueError."""
     text = reply.strip().upper()
@@ -136,16 +140,13 @@ class Keithley2450:
             except Exception as exc:  # noqa: BLE001 - closing a broken session may fail
                 log.debug("Keithley2450 %s: close after fault failed: %s", self.resource, exc)
 
-    def _attempt(self, command: str, query: bool) -> str | None:
+    def _attempt(self, command: str) -> str:
         if self._closed:
             raise CyclerCommunicationError(f"Keithley2450 {self.resource}: {command!r} on a closed driver")
         try:
             if self._inst is None:
                 self._open()
-            if query:
-                return self._inst.query(command)
-            self._inst.write(command)
-            return None
+            return self._inst.query(command)
         except (VisaIOError, OSError, ValueError) as exc:
             self._drop()
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
@@ -162,13 +163,11 @@ class Keithley2450:
         if self._clock is not None:
             self._clock.sleep(seconds)
 
-    def _transact(self, command: str, *, query: bool, parse: Any = None) -> Any:
-        """Send `command` (and read + parse the reply for a query), retrying transient faults."""
+    def _transact(self, command: str, parse: Callable[[str], Any]) -> Any:
+        """Send a query and parse its reply, retrying transient faults on a fresh connection."""
 
         def once(cmd: str) -> Any:
-            reply = self._attempt(cmd, query)
-            if parse is None:
-                return reply
+            reply = self._attempt(cmd)
             try:
                 return parse(reply)
             except ValueError as exc:
@@ -217,11 +216,11 @@ class Keithley2450:
             if reply.strip() != "1":
                 raise ValueError(f"*OPC? answered {reply!r}")
 
-        self._transact(f"{command};*OPC?", query=True, parse=confirmed)
+        self._transact(f"{command};*OPC?", confirmed)
 
     def query(self, command: str) -> str:
         """Send one SCPI query and return the raw reply (retried on transient faults)."""
-        return self._transact(command, query=True, parse=lambda r: r)
+        return self._transact(command, lambda reply: reply)
 
     # --- instrument functions --------------------------------------------------------------
 
@@ -233,7 +232,7 @@ class Keithley2450:
                 raise ValueError(f"not an identification string: {reply!r}")
             return reply.strip()
 
-        return self._transact("*IDN?", query=True, parse=nonempty)
+        return self._transact("*IDN?", nonempty)
 
     def source_current(self, current_a: float, voltage_limit_v: float) -> None:
         """Source `current_a` (positive = charge) with a voltage compliance limit, measuring voltage."""
@@ -251,7 +250,7 @@ class Keithley2450:
 
     def _verify(self, query: str, expected: float, what: str) -> None:
         """Read a setting back: a write lost on a dropped connection must not pass silently."""
-        (actual,) = self._transact(query, query=True, parse=lambda r: parse_numbers(r, 1))
+        (actual,) = self._transact(query, lambda r: parse_numbers(r, 1))
         if not math.isclose(actual, expected, rel_tol=1e-5, abs_tol=1e-12):
             raise CyclerCommunicationError(
                 f"Keithley2450 {self.resource}: {what} reads back {actual}, expected {expected} ({query})"
@@ -272,18 +271,16 @@ class Keithley2450:
 
     def read(self) -> tuple[float, float, float]:
         """(voltage_v, current_a, instrument_time_s) from one :READ? query."""
-        current_a, voltage_v, time_s = self._transact(
-            READ_QUERY, query=True, parse=lambda r: parse_numbers(r, 3)
-        )
+        current_a, voltage_v, time_s = self._transact(READ_QUERY, _parse_reading)
         return voltage_v, current_a, time_s
 
     def limit_tripped(self) -> bool:
         """True when the source is clamped at its voltage limit (compliance)."""
-        return self._transact(":SOUR:CURR:VLIM:TRIP?", query=True, parse=parse_bool)
+        return self._transact(":SOUR:CURR:VLIM:TRIP?", parse_bool)
 
     def output_is_on(self) -> bool:
         """The output state as the instrument reports it."""
-        return self._transact(":OUTP?", query=True, parse=parse_bool)
+        return self._transact(":OUTP?", parse_bool)
 
     def safe_off(self) -> bool:
         """Set 0 A, switch the output off and confirm it; never raises. True when confirmed off."""
