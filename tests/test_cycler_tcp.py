@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from acquisition.bdf import (CHARGE_AH, CURRENT, DISCHARGE_AH, STEP_COUNT, TEST_TIME, VOLTAGE, BdfRecorder,
+from acquisition.bdf import (CHARGE_AH, CURRENT, DISCHARGE_AH, STEP_COUNT, TEST_TIME, BdfRecorder,
                              BdfWriter, cycle_summary, read_bdf)
 from drivers.clock import VirtualClock
 from drivers.cycler import (CyclerChannel, CyclerCommunicationError, CyclerLimits, CyclerSafetyTrip, CyclerSample,
