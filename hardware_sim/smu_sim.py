@@ -137,6 +137,8 @@ class SimulatedKeithley2450:
             self._faults.clear()
 
     def _take_fault(self, fault: str) -> bool:
+        if not self._faults:  # fast path, no lock: nothing injected
+            return False
         with self._lock:
             if fault not in self._faults:
                 return False
@@ -225,6 +227,8 @@ class SimulatedKeithley2450:
     def handle(self, message: str) -> str | None:
         """Execute one SCPI message (commands joined by ';'); returns the query replies joined by ';'."""
         with self._lock:
+            if ";" not in message:
+                return self._handle_one(message)
             replies = [r for r in (self._handle_one(c.strip()) for c in message.split(";") if c.strip()) if r is not None]
             return ";".join(replies) if replies else None
 
