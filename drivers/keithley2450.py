@@ -143,9 +143,12 @@ class Keithley2450:
     def _attempt(self, command: str) -> str:
         if self._closed:
             raise CyclerCommunicationError(f"Keithley2450 {self.resource}: {command!r} on a closed driver")
-        try:
-            if self._inst is None:
+        if self._inst is None:
+            try:
                 self._open()
+            except Exception as exc:  # noqa: BLE001 - pyvisa-py raises a bare Exception on refused connects
+                raise _Transient(f"reconnect failed: {type(exc).__name__}: {exc}") from exc
+        try:
             return self._inst.query(command)
         except (VisaIOError, OSError, ValueError) as exc:
             self._drop()

@@ -291,3 +291,14 @@ def test_process_exit_leaves_every_channel_off() -> None:
     assert done.returncode == 0, done.stderr
     assert "before exit: output_on=True" in done.stdout
     assert "at exit: output_on=False current=0.0" in done.stdout
+
+
+def test_instrument_gone_for_good_gives_a_communication_error(bench: Bench, clock: VirtualClock) -> None:
+    channel = CyclerChannel("cell-1", bench.smu, clock, LIMITS)
+
+    def on_sample(sample: CyclerSample, cap: float, t: float) -> None:
+        if t >= 3.0:
+            bench.sim.stop()  # the instrument disappears: connections closed, reconnects refused
+
+    with pytest.raises(CyclerCommunicationError, match="failed after 3 attempts"):
+        channel.run_step(CyclerStepSpec("charge", CURRENT_A, end_time_s=60.0, sample_interval_s=1.0), on_sample)
