@@ -66,7 +66,7 @@ class BdfWriter:
     """Appends rows to one cell's BDF CSV; flushes every row and fsyncs per batch so a crash loses nothing written."""
 
     def __init__(self, path: Path, metadata: dict, *, append: bool = False,
-                 fsync_rows: int = 256, fsync_interval_s: float = 2.0) -> None:
+                 fsync_rows: int = 1000, fsync_interval_s: float = 1.0) -> None:
         self.path = Path(path)
         self.fsync_rows = fsync_rows
         self.fsync_interval_s = fsync_interval_s
