@@ -196,11 +196,17 @@ def _mean_voltage(t: np.ndarray, v: np.ndarray, steps: np.ndarray, mask: np.ndar
     return total_vs / total_s if total_s > 0 else float("nan")
 
 
-def cycle_summary(bdf_columns: dict[str, np.ndarray], active_mass_g: float) -> list[dict]:
-    """Per cycle: charge/discharge capacity (mAh/g), CE (discharge over the charge before it), mean voltages, overpotential.
+LI2S_EQUILIBRIUM_V = 1.59
+"""Li2S <-> S equilibrium vs In-Li: the paper's 1.69 V activation plateau less its ~100 mV overpotential."""
 
-    `activation_overpotential_v` is half the gap between the mean charge and mean discharge
-    voltage: the polarisation, which is largest in the first (activation) cycles.
+
+def cycle_summary(bdf_columns: dict[str, np.ndarray], active_mass_g: float, *,
+                  equilibrium_v: float = LI2S_EQUILIBRIUM_V) -> list[dict]:
+    """Per cycle: charge/discharge capacity (mAh/g), CE (discharge over the charge before it), voltages, overpotentials.
+
+    `charge_plateau_v` is the median charge voltage; `activation_overpotential_v` is that
+    plateau less `equilibrium_v`; `polarisation_v` is half the gap between the time-weighted
+    mean charge and discharge voltages.
     """
     if active_mass_g <= 0:
         raise ValueError(f"active_mass_g must be > 0, got {active_mass_g}")
@@ -215,8 +221,10 @@ def cycle_summary(bdf_columns: dict[str, np.ndarray], active_mass_g: float) -> l
         charge_ah = float(charge[last] - prev_charge)
         discharge_ah = float(discharge[last] - prev_discharge)
         prev_charge, prev_discharge = float(charge[last]), float(discharge[last])
-        mean_ch = _mean_voltage(t, v, steps, sel & (i > 0))
+        charging = sel & (i > 0)
+        mean_ch = _mean_voltage(t, v, steps, charging)
         mean_dis = _mean_voltage(t, v, steps, sel & (i < 0))
+        plateau = float(np.median(v[charging])) if charging.any() else float("nan")
         rows.append({
             "cycle": int(cycle),
             "charge_capacity_mah_g": charge_ah * 1000.0 / active_mass_g,
@@ -224,7 +232,9 @@ def cycle_summary(bdf_columns: dict[str, np.ndarray], active_mass_g: float) -> l
             "coulombic_efficiency_pct": 100.0 * discharge_ah / charge_ah if charge_ah > 0 else float("nan"),
             "mean_charge_voltage_v": mean_ch,
             "mean_discharge_voltage_v": mean_dis,
-            "activation_overpotential_v": 0.5 * (mean_ch - mean_dis),
+            "charge_plateau_v": plateau,
+            "activation_overpotential_v": plateau - equilibrium_v,
+            "polarisation_v": 0.5 * (mean_ch - mean_dis),
         })
     return rows
 

@@ -84,7 +84,9 @@ def test_cycle_summary_capacities_efficiency_and_voltages(tmp_path: Path) -> Non
     assert rows[1]["coulombic_efficiency_pct"] == pytest.approx(99.0)
     assert rows[1]["mean_charge_voltage_v"] == pytest.approx(1.70)
     assert rows[1]["mean_discharge_voltage_v"] == pytest.approx(1.48)
-    assert rows[1]["activation_overpotential_v"] == pytest.approx(0.11)
+    assert rows[1]["polarisation_v"] == pytest.approx(0.11)
+    assert rows[1]["charge_plateau_v"] == pytest.approx(1.70)
+    assert rows[1]["activation_overpotential_v"] == pytest.approx(1.70 - 1.59)
     assert cols[DISCHARGE_AH][-1] == pytest.approx((3420 + 3564) * 1e-4 / 3600)
 
     out = tmp_path / "summary.csv"

@@ -104,6 +104,7 @@ def test_example_fixed_capacity_protocol_hits_targets_and_bdf_agrees(bench: Benc
     assert summary[-1]["coulombic_efficiency_pct"] > summary[0]["coulombic_efficiency_pct"]
     assert all(1.6 < r["mean_charge_voltage_v"] < 1.9 and 1.3 < r["mean_discharge_voltage_v"] < 1.6
                for r in summary)
+    assert all(0.05 < r["activation_overpotential_v"] < 0.15 for r in summary)  # paper: about 100 mV
 
 
 def test_voltage_limit_breach_stops_the_channel_within_one_sample(bench: Bench, clock: VirtualClock) -> None:
