@@ -17,7 +17,7 @@ finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_v
 
 
 @given(st.text(max_size=60))
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_arbitrary_text_is_never_taken_as_a_reading_unless_strictly_numeric(text: str) -> None:
     try:
         values = parse_numbers(text, 3)
@@ -29,6 +29,7 @@ def test_arbitrary_text_is_never_taken_as_a_reading_unless_strictly_numeric(text
 
 
 @given(st.lists(finite, min_size=3, max_size=3), st.sampled_from(["{:+.7E}", "{:.6g}", "{!r}", "{:+.3f}"]))
+@settings(deadline=None)
 def test_well_formed_replies_round_trip(values: list[float], fmt: str) -> None:
     reply = ",".join(fmt.format(v) for v in values)
     parsed = parse_numbers(reply, 3)
@@ -37,6 +38,7 @@ def test_well_formed_replies_round_trip(values: list[float], fmt: str) -> None:
 
 
 @given(st.lists(finite, min_size=1, max_size=6).filter(lambda v: len(v) != 3))
+@settings(deadline=None)
 def test_wrong_field_count_is_refused(values: list[float]) -> None:
     with pytest.raises(ValueError):
         parse_numbers(",".join(repr(v) for v in values), 3)

@@ -186,9 +186,11 @@ def test_transient_faults_are_retried_and_counted_in_the_log(bench: Bench, clock
         result = channel.run_step(CyclerStepSpec("charge", CURRENT_A, end_time_s=30.0, sample_interval_s=1.0),
                                   on_sample)
     assert result.ended_by == "time"
-    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
-    assert len(retries) == bench.smu.retry_count == 4
-    assert "retry #4" in retries[-1].getMessage()
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == bench.smu.retry_count >= 4  # a slow box may add a genuine timeout
+    assert f"retry #{bench.smu.retry_count} in total" in retries[-1]
+    assert sum("malformed reply" in m for m in retries) == 2
+    assert sum("VI_ERROR_TMO" in m for m in retries) >= 2  # the swallowed reply and the dropped connection
     # no malformed reply was taken as a reading
     assert all(math.isfinite(s.voltage_v) and 0.5 < s.voltage_v < 2.0 for s in seen)
     assert all(s.current_a == pytest.approx(CURRENT_A, rel=1e-3) for s in seen)
