@@ -88,7 +88,6 @@ class SimulatedKeithley2450:
         self._lock = threading.RLock()
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -100,15 +99,17 @@ class SimulatedKeithley2450:
         server.listen(8)
         self.port = server.getsockname()[1]
         self._server = server
-        thread = threading.Thread(target=self._accept_loop, name=f"sim2450-{self.port}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        threading.Thread(target=self._accept_loop, name=f"sim2450-{self.port}", daemon=True).start()
         return f"TCPIP::127.0.0.1::{self.port}::SOCKET"
 
     def stop(self) -> None:
         """Stop listening and close every connection."""
         server, self._server = self._server, None
         if server is not None:
+            try:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
             server.close()
         with self._lock:
             conns = list(self._conns)
