@@ -71,12 +71,15 @@ class BdfWriter:
         self.fsync_rows = fsync_rows
         self.fsync_interval_s = fsync_interval_s
         self.last_row: dict[str, float] | None = None
+        self.last_cycle_has_discharge = False
         meta_file = metadata_path(self.path)
         if append and self.path.exists():
             _complete_lines(self.path)
             columns = read_bdf(self.path)
             if len(columns[TEST_TIME]):
                 self.last_row = {name: float(values[-1]) for name, values in columns.items()}
+                in_last_cycle = columns[CYCLE] == columns[CYCLE][-1]
+                self.last_cycle_has_discharge = bool(np.any(columns[CURRENT][in_last_cycle] < 0))
             old_meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
             old_meta.update(metadata)
             old_meta["resumed_count"] = int(old_meta.get("resumed_count", 0)) + 1
@@ -137,7 +140,7 @@ class BdfRecorder:
         self.step_count = int(last.get(STEP_COUNT, 0))
         self.charge_total_ah = float(last.get(CHARGE_AH, 0.0))
         self.discharge_total_ah = float(last.get(DISCHARGE_AH, 0.0))
-        self._cycle_has_discharge = bool(last) and last.get(CURRENT, 0.0) < 0
+        self._cycle_has_discharge = writer.last_cycle_has_discharge
 
     def begin_step(self, mode: str, step_index: int, *, start_capacity_ah: float = 0.0
                    ) -> Callable[[CyclerSample, float, float], None]:

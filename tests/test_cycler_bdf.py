@@ -50,18 +50,19 @@ def test_crash_leaves_a_valid_file_and_append_resumes_counters(tmp_path: Path) -
     recorder = BdfRecorder(writer)
     t = synthetic_step(recorder, "charge", 1e-3, 1.7, 36, 0.0)
     t = synthetic_step(recorder, "discharge", -1e-3, 1.4, 18, t)
+    t = synthetic_step(recorder, "rest", 0.0, 1.5, 5, t)
     # simulate a crash: no close(), and a torn half-row at the end of the file
     writer._file.write("123.0,1.6")
     writer._file.flush()
     cols = read_bdf(path)  # the torn row is ignored, every complete row is there
-    assert len(cols[CYCLE]) == 37 + 19
+    assert len(cols[CYCLE]) == 37 + 19 + 6
     resumed = BdfWriter(path, {"note": "resumed"}, append=True)
-    assert resumed.last_row is not None and resumed.last_row[STEP_COUNT] == 2
+    assert resumed.last_row is not None and resumed.last_row[STEP_COUNT] == 3
     recorder = BdfRecorder(resumed)
     synthetic_step(recorder, "charge", 1e-3, 1.7, 36, t)
     resumed.close()
     cols = read_bdf(path)
-    assert list(cols[STEP_COUNT][-1:]) == [3] and cols[CYCLE][-1] == 2  # a charge after a discharge: new cycle
+    assert list(cols[STEP_COUNT][-1:]) == [4] and cols[CYCLE][-1] == 2  # a charge after a discharge: new cycle
     assert cols[CHARGE_AH][-1] == pytest.approx(2 * 1e-3 * 36 / 3600)
     assert json.loads(metadata_path(path).read_text())["resumed_count"] == 1
     assert "123.0,1.6" not in path.read_text()
