@@ -20,7 +20,7 @@ from drivers.keithley2450 import CyclerCommunicationError, CyclerError, CyclerSa
 
 __all__ = [
     "CyclerChannel", "CyclerCommunicationError", "CyclerError", "CyclerLimits", "CyclerSafetyTrip",
-    "CyclerSample", "CyclerStepSpec", "StepResult",
+    "CyclerSample", "CyclerStepSpec", "StepResult", "fixed_capacity_steps", "run_steps",
 ]
 
 log = logging.getLogger(__name__)
