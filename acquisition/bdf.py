@@ -1,0 +1,257 @@
+"""Battery Data Format (BDF) CSV files for cycler data: writing crash-safe, reading, per-cycle summary.
+
+One file per cell with the BDF preferred labels as header and a metadata JSON beside it.
+Capacity columns are cumulative since the start of the test (never reset), as BDF validators
+expect; the cycle count rises when a charge follows a discharge (a Li2S cathode starts
+discharged, so every cycle begins with a charge).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from drivers.cycler import CyclerSample
+
+TEST_TIME = "Test Time / s"
+VOLTAGE = "Voltage / V"
+CURRENT = "Current / A"
+CYCLE = "Cycle Count / 1"
+STEP_COUNT = "Step Count / 1"
+STEP_INDEX = "Step Index / 1"
+CHARGE_AH = "Charging Capacity / Ah"
+DISCHARGE_AH = "Discharging Capacity / Ah"
+UNIX_TIME = "Unix Time / s"
+BDF_COLUMNS = [TEST_TIME, VOLTAGE, CURRENT, CYCLE, STEP_COUNT, STEP_INDEX, CHARGE_AH, DISCHARGE_AH, UNIX_TIME]
+_INT_COLUMNS = {CYCLE, STEP_COUNT, STEP_INDEX}
+
+
+class BdfError(Exception):
+    """A BDF file that cannot be written or read as asked."""
+
+
+def metadata_path(path: Path) -> Path:
+    """Where the metadata JSON of a BDF CSV lives: `cell.bdf.csv` -> `cell.bdf.json`."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".csv") + ".json")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _complete_lines(path: Path) -> int:
+    """Truncate a torn last line (a crash mid-row) and return the file size kept."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            f.truncate(keep)
+        return keep
+
+
+class BdfWriter:
+    """Appends rows to one cell's BDF CSV; flushes every row and fsyncs per batch so a crash loses nothing written."""
+
+    def __init__(self, path: Path, metadata: dict, *, append: bool = False,
+                 fsync_rows: int = 1000, fsync_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.fsync_rows = fsync_rows
+        self.fsync_interval_s = fsync_interval_s
+        self.last_row: dict[str, float] | None = None
+        self.last_cycle_has_discharge = False
+        meta_file = metadata_path(self.path)
+        if append and self.path.exists():
+            _complete_lines(self.path)
+            columns = read_bdf(self.path)
+            if len(columns[TEST_TIME]):
+                self.last_row = {name: float(values[-1]) for name, values in columns.items()}
+                in_last_cycle = columns[CYCLE] == columns[CYCLE][-1]
+                self.last_cycle_has_discharge = bool(np.any(columns[CURRENT][in_last_cycle] < 0))
+            old_meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+            old_meta.update(metadata)
+            old_meta["resumed_count"] = int(old_meta.get("resumed_count", 0)) + 1
+            _write_json_atomic(meta_file, old_meta)
+            self._file = open(self.path, "a", encoding="ascii", newline="")
+        else:
+            if self.path.exists():
+                raise BdfError(f"BDF file {self.path} exists; refusing to overwrite (use append=True to resume)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(meta_file, {**metadata, "format": "Battery Data Format CSV",
+                                           "columns": BDF_COLUMNS, "capacity_columns": "cumulative since test start"})
+            self._file = open(self.path, "x", encoding="ascii", newline="")
+            self._file.write(",".join(BDF_COLUMNS) + "\n")
+            self._sync()
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+
+    def write(self, sample: CyclerSample, cycle: int, step_count: int, step_index: int,
+              charge_capacity_ah: float, discharge_capacity_ah: float) -> None:
+        """Append one row (flushed at once, fsynced per batch of rows or seconds)."""
+        t, v, i, u = sample.test_time_s, sample.voltage_v, sample.current_a, sample.unix_time_s
+        charge, discharge = float(charge_capacity_ah), float(discharge_capacity_ah)
+        if not math.isfinite(t + v + i + u + charge + discharge):  # any nan/inf makes the sum non-finite
+            raise BdfError(f"{self.path}: refusing a non-finite value in row {(t, v, i, charge, discharge, u)}")
+        self._file.write(f"{t!r},{v!r},{i!r},{int(cycle)},{int(step_count)},{int(step_index)},"
+                         f"{charge!r},{discharge!r},{u!r}\n")
+        self._file.flush()
+        self._unsynced += 1
+        if self._unsynced >= self.fsync_rows or time.monotonic() - self._last_sync >= self.fsync_interval_s:
+            self._sync()
+
+    def close(self) -> None:
+        """Flush, fsync and close."""
+        if not self._file.closed:
+            self._sync()
+            self._file.close()
+
+    def __enter__(self) -> "BdfWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BdfRecorder:
+    """Turns a channel's samples into BDF rows: cycle and step counting, cumulative capacities."""
+
+    def __init__(self, writer: BdfWriter) -> None:
+        self.writer = writer
+        last = writer.last_row or {}
+        self.cycle = int(last.get(CYCLE, 1))
+        self.step_count = int(last.get(STEP_COUNT, 0))
+        self.charge_total_ah = float(last.get(CHARGE_AH, 0.0))
+        self.discharge_total_ah = float(last.get(DISCHARGE_AH, 0.0))
+        self._cycle_has_discharge = writer.last_cycle_has_discharge
+
+    def begin_step(self, mode: str, step_index: int, *, start_capacity_ah: float = 0.0
+                   ) -> Callable[[CyclerSample, float, float], None]:
+        """Start a step (or resume one already `start_capacity_ah` in); returns the on_sample callback."""
+        resumed = start_capacity_ah > 0
+        if not resumed:
+            if mode == "charge" and self._cycle_has_discharge:
+                self.cycle += 1
+                self._cycle_has_discharge = False
+            self.step_count += 1
+        if mode == "discharge":
+            self._cycle_has_discharge = True
+        charge_base = self.charge_total_ah - (start_capacity_ah if mode == "charge" else 0.0)
+        discharge_base = self.discharge_total_ah - (start_capacity_ah if mode == "discharge" else 0.0)
+        cycle, step_count = self.cycle, self.step_count
+
+        def on_sample(sample: CyclerSample, step_capacity_ah: float, _step_time_s: float) -> None:
+            charge = charge_base + (step_capacity_ah if mode == "charge" else 0.0)
+            discharge = discharge_base + (step_capacity_ah if mode == "discharge" else 0.0)
+            self.writer.write(sample, cycle, step_count, step_index, charge, discharge)
+            self.charge_total_ah, self.discharge_total_ah = charge, discharge
+
+        return on_sample
+
+
+def read_bdf(path: Path) -> dict[str, np.ndarray]:
+    """All columns of a BDF CSV by their BDF names (a torn last line from a crash is ignored)."""
+    path = Path(path)
+    with open(path, encoding="ascii", newline="") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if not lines or not lines[0]:
+        raise BdfError(f"{path}: empty file, no BDF header")
+    header = next(csv.reader([lines[0]]))
+    missing = [c for c in (TEST_TIME, VOLTAGE, CURRENT) if c not in header]
+    if missing:
+        raise BdfError(f"{path}: not a BDF file, missing required columns {missing}")
+    body = lines[1:-1]  # the last element is '' after a final newline, or a torn row
+    rows = [line.split(",") for line in body if line]
+    for n, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise BdfError(f"{path}: line {n} has {len(row)} fields, header has {len(header)}")
+    data = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    return {name: (data[:, k].astype(int) if name in _INT_COLUMNS else data[:, k]) for k, name in enumerate(header)}
+
+
+def _mean_voltage(t: np.ndarray, v: np.ndarray, steps: np.ndarray, mask: np.ndarray) -> float:
+    """Time-weighted mean voltage over the rows in `mask`, integrating within each step only."""
+    total_vs = total_s = 0.0
+    for step in np.unique(steps[mask]):
+        sel = mask & (steps == step)
+        if sel.sum() >= 2:
+            ts, vs = t[sel], v[sel]
+            total_vs += float(np.sum(0.5 * (vs[1:] + vs[:-1]) * np.diff(ts)))
+            total_s += float(ts[-1] - ts[0])
+    return total_vs / total_s if total_s > 0 else float("nan")
+
+
+LI2S_EQUILIBRIUM_V = 1.59
+"""Li2S <-> S equilibrium vs In-Li: the paper's 1.69 V activation plateau less its ~100 mV overpotential."""
+
+
+def cycle_summary(bdf_columns: dict[str, np.ndarray], active_mass_g: float, *,
+                  equilibrium_v: float = LI2S_EQUILIBRIUM_V) -> list[dict]:
+    """Per cycle: charge/discharge capacity (mAh/g), CE (discharge over the charge before it), voltages, overpotentials.
+
+    `charge_plateau_v` is the median charge voltage; `activation_overpotential_v` is that
+    plateau less `equilibrium_v`; `polarisation_v` is half the gap between the time-weighted
+    mean charge and discharge voltages.
+    """
+    if active_mass_g <= 0:
+        raise ValueError(f"active_mass_g must be > 0, got {active_mass_g}")
+    t, v, i = bdf_columns[TEST_TIME], bdf_columns[VOLTAGE], bdf_columns[CURRENT]
+    cycles, steps = bdf_columns[CYCLE], bdf_columns[STEP_COUNT]
+    charge, discharge = bdf_columns[CHARGE_AH], bdf_columns[DISCHARGE_AH]
+    rows = []
+    prev_charge = prev_discharge = 0.0
+    for cycle in np.unique(cycles):
+        sel = cycles == cycle
+        last = np.nonzero(sel)[0][-1]
+        charge_ah = float(charge[last] - prev_charge)
+        discharge_ah = float(discharge[last] - prev_discharge)
+        prev_charge, prev_discharge = float(charge[last]), float(discharge[last])
+        charging = sel & (i > 0)
+        mean_ch = _mean_voltage(t, v, steps, charging)
+        mean_dis = _mean_voltage(t, v, steps, sel & (i < 0))
+        plateau = float(np.median(v[charging])) if charging.any() else float("nan")
+        rows.append({
+            "cycle": int(cycle),
+            "charge_capacity_mah_g": charge_ah * 1000.0 / active_mass_g,
+            "discharge_capacity_mah_g": discharge_ah * 1000.0 / active_mass_g,
+            "coulombic_efficiency_pct": 100.0 * discharge_ah / charge_ah if charge_ah > 0 else float("nan"),
+            "mean_charge_voltage_v": mean_ch,
+            "mean_discharge_voltage_v": mean_dis,
+            "charge_plateau_v": plateau,
+            "activation_overpotential_v": plateau - equilibrium_v,
+            "polarisation_v": 0.5 * (mean_ch - mean_dis),
+        })
+    return rows
+
+
+def write_cycle_summary_csv(rows: list[dict], path: Path) -> None:
+    """Write the per-cycle summary as CSV (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    if not rows:
+        raise BdfError(f"{path}: no cycles to summarise")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="ascii", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,341 @@
+"""Constant-current step execution on one cycler channel: coulomb counting, end conditions, safety.
+
+A step samples at `sample_interval_s`, and near its end condition shortens the interval by
+predicting the crossing (exact for capacity and time at constant current; a damped secant
+for voltage), so a capacity step ends within 0.1 % and a voltage cut-off within 2 mV.
+Safety limits are checked on every sample; any breach or error leaves the channel at 0 A, off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from drivers.keithley2450 import CyclerCommunicationError, CyclerError, CyclerSafetyTrip, Keithley2450
+
+__all__ = [
+    "CyclerChannel", "CyclerCommunicationError", "CyclerError", "CyclerLimits", "CyclerSafetyTrip",
+    "CyclerSample", "CyclerStepSpec", "StepResult", "fixed_capacity_steps", "run_steps",
+]
+
+log = logging.getLogger(__name__)
+
+CAPACITY_TOLERANCE_REL = 2e-4
+"""A capacity step ends once within this fraction of its target (well inside the 0.1 % promise)."""
+VOLTAGE_TOLERANCE_V = 1e-3
+"""A voltage step ends once within this distance of its cut-off (inside the 2 mV promise)."""
+MIN_INTERVAL_S = 1e-3
+"""Shortest wait between two samples while closing in on an end condition."""
+APPROACH_FRACTION = 0.5
+"""Close in on a voltage cut-off by this fraction of the predicted time to reach it."""
+SLOPE_MIN_DV_V = 4e-4
+"""A voltage change below this (near the noise) does not update the slope estimate."""
+
+
+@dataclass(frozen=True)
+class CyclerSample:
+    """One measurement: time since the test started, wall time, terminal voltage, current (+ = charge)."""
+
+    test_time_s: float
+    unix_time_s: float
+    voltage_v: float
+    current_a: float
+
+
+@dataclass(frozen=True)
+class CyclerLimits:
+    """Whole-run safety limits of a channel, checked on every sample."""
+
+    voltage_min_v: float
+    voltage_max_v: float
+    current_max_a: float
+    capacity_max_ah: float | None = None
+    temperature_max_k: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.voltage_min_v < self.voltage_max_v:
+            raise ValueError(f"voltage_min_v {self.voltage_min_v} must be below voltage_max_v {self.voltage_max_v}")
+        if self.current_max_a <= 0:
+            raise ValueError(f"current_max_a must be > 0, got {self.current_max_a}")
+
+
+@dataclass(frozen=True)
+class CyclerStepSpec:
+    """One constant-current step (plain data): mode, current magnitude and end conditions."""
+
+    mode: Literal["charge", "discharge", "rest"]
+    current_a: float = 0.0
+    end_capacity_ah: float | None = None
+    end_voltage_v: float | None = None
+    end_time_s: float | None = None
+    sample_interval_s: float = 1.0
+    voltage_limit_v: float | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How a step ended, after how long, with how much charge passed and at what voltage."""
+
+    ended_by: Literal["capacity", "voltage", "time", "safety", "stopped"]
+    duration_s: float
+    capacity_ah: float
+    final_voltage_v: float
+    samples: int
+    message: str = ""
+
+
+_live_channels: "weakref.WeakSet[CyclerChannel]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _all_off_at_exit() -> None:
+    """Leave every channel that was sourcing at 0 A, output off, when the process exits."""
+    with _live_lock:
+        channels = list(_live_channels)
+    for channel in channels:
+        if not channel.smu.closed:  # a driver closed on purpose has nothing left to switch
+            channel.off()
+
+
+def _register_live(channel: "CyclerChannel") -> None:
+    global _atexit_registered
+    with _live_lock:
+        _live_channels.add(channel)
+        if not _atexit_registered:  # registered late so it runs before pyvisa's own cleanup
+            atexit.register(_all_off_at_exit)
+            _atexit_registered = True
+
+
+class CyclerChannel:
+    """One cell on one source-meter: runs steps, counts coulombs, enforces limits."""
+
+    def __init__(
+        self,
+        name: str,
+        smu: Keithley2450,
+        clock: Any,
+        limits: CyclerLimits,
+        *,
+        test_start_unix_s: float | None = None,
+        temperature_k: Callable[[], float] | None = None,
+    ) -> None:
+        self.name = name
+        self.smu = smu
+        self.clock = clock
+        self.limits = limits
+        self.test_start_unix_s = clock.now() if test_start_unix_s is None else test_start_unix_s
+        self._temperature_k = temperature_k
+
+    # --- public ------------------------------------------------------------------------------
+
+    def off(self) -> None:
+        """0 A and output off; never raises."""
+        if not self.smu.safe_off():
+            log.error("cycler %s: could not confirm the output is off", self.name)
+        with _live_lock:
+            _live_channels.discard(self)
+
+    def run_step(
+        self,
+        spec: CyclerStepSpec,
+        on_sample: Callable[[CyclerSample, float, float], None] | None = None,
+        *,
+        start_capacity_ah: float = 0.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> StepResult:
+        """Run one step to its first end condition; afterwards the source is at 0 A (off if stopped or failed).
+
+        `on_sample(sample, step_capacity_ah, step_time_s)` sees every sample. Raises
+        CyclerSafetyTrip (with `.result`) on a limit breach, CyclerCommunicationError when the
+        instrument is lost; in both cases, and on any other exception, the channel is left off.
+        """
+        self._validate(spec)
+        try:
+            return self._run(spec, on_sample, start_capacity_ah, should_stop)
+        except BaseException:
+            self.off()
+            raise
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _validate(self, spec: CyclerStepSpec) -> None:
+        where = f"cycler {self.name}: step {spec.mode}"
+        if spec.mode not in ("charge", "discharge", "rest"):
+            raise ValueError(f"{where}: unknown mode {spec.mode!r}")
+        if not (math.isfinite(spec.current_a) and spec.current_a >= 0):
+            raise ValueError(f"{where}: current_a must be a magnitude >= 0, got {spec.current_a}")
+        if spec.current_a > self.limits.current_max_a:
+            raise ValueError(f"{where}: current {spec.current_a} A above the limit {self.limits.current_max_a} A")
+        if spec.mode != "rest" and spec.current_a == 0:
+            raise ValueError(f"{where}: needs a current > 0")
+        if spec.mode == "rest" and (spec.end_capacity_ah is not None or spec.end_voltage_v is not None):
+            raise ValueError(f"{where}: a rest ends on time only")
+        if spec.end_capacity_ah is None and spec.end_voltage_v is None and spec.end_time_s is None:
+            raise ValueError(f"{where}: no end condition (capacity, voltage or time)")
+        if not spec.sample_interval_s > 0:
+            raise ValueError(f"{where}: sample_interval_s must be > 0")
+        if spec.end_voltage_v is not None and not (
+            self.limits.voltage_min_v <= spec.end_voltage_v <= self.limits.voltage_max_v
+        ):
+            raise ValueError(f"{where}: cut-off {spec.end_voltage_v} V outside the limits")
+
+    def _compliance_v(self, spec: CyclerStepSpec) -> float:
+        if spec.voltage_limit_v is not None:
+            return spec.voltage_limit_v
+        return max(abs(self.limits.voltage_max_v), abs(self.limits.voltage_min_v))
+
+    def _safety_reason(self, spec: CyclerStepSpec, v: float, i: float, cap_ah: float, compliance_v: float) -> str:
+        lim = self.limits
+        if v > lim.voltage_max_v:
+            return f"voltage {v:.4f} V above the limit {lim.voltage_max_v} V"
+        if v < lim.voltage_min_v:
+            return f"voltage {v:.4f} V below the limit {lim.voltage_min_v} V"
+        if abs(i) > lim.current_max_a * 1.01:
+            return f"current {i:.4e} A beyond the limit {lim.current_max_a} A"
+        if lim.capacity_max_ah is not None and cap_ah > lim.capacity_max_ah:
+            return f"step capacity {cap_ah:.6e} Ah above the limit {lim.capacity_max_ah} Ah"
+        if lim.temperature_max_k is not None and self._temperature_k is not None:
+            temperature_k = self._temperature_k()
+            if temperature_k > lim.temperature_max_k:
+                return f"temperature {temperature_k:.2f} K above the limit {lim.temperature_max_k} K"
+        if spec.mode != "rest" and abs(v) >= 0.99 * compliance_v and self.smu.limit_tripped():
+            return f"source-meter in voltage compliance at {v:.4f} V (limit {compliance_v} V)"
+        return ""
+
+    def _measure(self) -> CyclerSample:
+        voltage_v, current_a, _instrument_time_s = self.smu.read()
+        now = self.clock.now()
+        return CyclerSample(now - self.test_start_unix_s, now, voltage_v, current_a)
+
+    def _run(
+        self,
+        spec: CyclerStepSpec,
+        on_sample: Callable[[CyclerSample, float, float], None] | None,
+        start_capacity_ah: float,
+        should_stop: Callable[[], bool],
+    ) -> StepResult:
+        sign = {"charge": 1.0, "discharge": -1.0, "rest": 0.0}[spec.mode]
+        compliance_v = self._compliance_v(spec)
+        self.smu.source_current(sign * spec.current_a, compliance_v)
+        self.smu.output(True)
+        _register_live(self)
+        t0 = self.clock.now()
+        cap = start_capacity_ah
+        samples = 0
+        prev: CyclerSample | None = None
+        slope_v_s = 0.0
+        while True:
+            sample = self._measure()
+            samples += 1
+            if prev is not None:
+                dt = sample.unix_time_s - prev.unix_time_s
+                passed = 0.5 * (sample.current_a + prev.current_a) * dt / 3600.0
+                cap += passed * (sign or 1.0)
+                dv = sample.voltage_v - prev.voltage_v
+                # keep the last slope when this step is too short to rise above the noise
+                if dt > 0 and (abs(dv) >= SLOPE_MIN_DV_V or dt >= 0.99 * spec.sample_interval_s):
+                    slope_v_s = dv / dt
+            elapsed = sample.unix_time_s - t0
+            if on_sample is not None:
+                on_sample(sample, cap, elapsed)
+            reason = self._safety_reason(spec, sample.voltage_v, sample.current_a, cap, compliance_v)
+            if reason:  # run_step's handler switches the channel off
+                message = f"cycler {self.name}: safety stop: {reason}"
+                log.error(message)
+                result = StepResult("safety", elapsed, cap, sample.voltage_v, samples, message)
+                raise CyclerSafetyTrip(message, result)
+            ended = self._ended_by(spec, sign, sample.voltage_v, cap, elapsed, should_stop)
+            if ended:
+                if ended == "stopped":
+                    self.off()
+                else:
+                    self.smu.set_current(0.0)  # nothing flows between steps
+                return StepResult(ended, elapsed, cap, sample.voltage_v, samples)
+            wait = self._next_interval(spec, sign, sample, cap, elapsed, slope_v_s)
+            prev = sample
+            self.clock.sleep(wait)
+
+    def _ended_by(self, spec: CyclerStepSpec, sign: float, v: float, cap: float, elapsed: float,
+                  should_stop: Callable[[], bool]) -> str:
+        if spec.end_capacity_ah is not None and cap >= spec.end_capacity_ah * (1 - CAPACITY_TOLERANCE_REL):
+            return "capacity"
+        if spec.end_voltage_v is not None and sign * (v - spec.end_voltage_v) >= -VOLTAGE_TOLERANCE_V:
+            return "voltage"
+        if spec.end_time_s is not None and elapsed >= spec.end_time_s - 1e-9:
+            return "time"
+        if should_stop():
+            return "stopped"
+        return ""
+
+    def _next_interval(self, spec: CyclerStepSpec, sign: float, sample: CyclerSample, cap: float,
+                       elapsed: float, slope_v_s: float) -> float:
+        """The base interval, shortened so the next sample lands on (or closer to) the end condition."""
+        wait = spec.sample_interval_s
+        if spec.end_time_s is not None:
+            wait = min(wait, spec.end_time_s - elapsed)
+        rate_ah_s = abs(sample.current_a) / 3600.0
+        if spec.end_capacity_ah is not None and rate_ah_s > 0:
+            wait = min(wait, (spec.end_capacity_ah - cap) / rate_ah_s)
+        if spec.end_voltage_v is not None and sign * slope_v_s > 0:
+            gap_v = sign * (spec.end_voltage_v - sample.voltage_v)
+            wait = min(wait, APPROACH_FRACTION * gap_v / abs(slope_v_s))
+        return max(wait, MIN_INTERVAL_S)
+
+
+def run_steps(
+    channel: CyclerChannel,
+    steps: list[CyclerStepSpec],
+    on_step_start: Callable[[int, CyclerStepSpec], Callable[[CyclerSample, float, float], None] | None] | None = None,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[StepResult]:
+    """Run `steps` in order on `channel`; `on_step_start(k, spec)` may return each step's on_sample.
+
+    Stops early (returning the results so far) when a step ends "stopped"; safety trips and
+    communication errors propagate with the channel off.
+    """
+    results = []
+    for k, spec in enumerate(steps):
+        on_sample = on_step_start(k, spec) if on_step_start is not None else None
+        result = channel.run_step(spec, on_sample, should_stop=should_stop)
+        results.append(result)
+        if result.ended_by == "stopped":
+            break
+    return results
+
+
+def fixed_capacity_steps(
+    *,
+    active_mass_g: float,
+    area_cm2: float,
+    current_density_ma_cm2: float = 0.132,
+    activation_mah_g: tuple[float, ...] = (200.0, 300.0, 400.0, 500.0, 600.0),
+    cycling_mah_g: float = 600.0,
+    cycles: int = 50,
+    cutoff_v: float = 0.8,
+    sample_interval_s: float = 60.0,
+    charge_time_limit_factor: float = 1.5,
+) -> list[CyclerStepSpec]:
+    """The paper's fixed-capacity protocol: stepped activation charges, then `cycles` at `cycling_mah_g`.
+
+    Each charge ends at its specific capacity (with a time guard of `charge_time_limit_factor`
+    times the nominal duration), each discharge at `cutoff_v` vs In-Li.
+    """
+    current_a = current_density_ma_cm2 * 1e-3 * area_cm2
+    steps = []
+    for target_mah_g in list(activation_mah_g) + [cycling_mah_g] * cycles:
+        capacity_ah = target_mah_g * active_mass_g * 1e-3
+        nominal_s = capacity_ah / current_a * 3600.0
+        steps.append(CyclerStepSpec("charge", current_a, end_capacity_ah=capacity_ah,
+                                    end_time_s=charge_time_limit_factor * nominal_s,
+                                    sample_interval_s=sample_interval_s))
+        steps.append(CyclerStepSpec("discharge", current_a, end_voltage_v=cutoff_v,
+                                    end_time_s=charge_time_limit_factor * nominal_s,
+                                    sample_interval_s=sample_interval_s))
+    return steps
