@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None,
-              run_dir: str | Path | None = None, *, show_progress: bool = True, seed: int = 0,
-              speed: float = 1.0) -> tuple[RunFolder, RunResult]:
+              run_dir: str | Path | None = None, *, show_progress: bool = True,
+              seed: int = 0) -> tuple[RunFolder, RunResult]:
     """Validate, compile, make the run folder, and run to the end (or failure, or stop)."""
     plan, station = load_plan(protocol_paths, station_path)
     if run_dir is None:
@@ -42,7 +42,7 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
                                Path(station_path) if station_path else None)
     folder.write_json("plan.json", plan.to_json_dict())
     journal = Journal(folder.journal)
-    journal.set_meta(created_at=time.time(), simulated=station.simulated, seed=seed, speed=speed)
+    journal.set_meta(created_at=time.time(), simulated=station.simulated, seed=seed)
     journal.close()
     return folder, _execute(folder, plan, station, show_progress=show_progress, seed=seed)
 
@@ -62,19 +62,18 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunF
     journal = Journal(folder.journal)
     meta = journal.meta()
     journal.close()
-    return folder, _execute(folder, plan, station, show_progress=show_progress, seed=int(meta.get("seed", 0)) + 1,
-                            speed=float(meta.get("speed", 1.0)))
+    return folder, _execute(folder, plan, station, show_progress=show_progress, seed=int(meta.get("seed", 0)) + 1)
 
 
-def _make_clock(station: StationSpec, journal: Journal, speed: float) -> Clock:
+def _make_clock(station: StationSpec, journal: Journal) -> Clock:
+    """Virtual time on the built-in simulated station; wall time (or an accelerated bench's time) otherwise."""
     if station.simulated:
         last = journal.last_time()
         return VirtualClock(start=last if last is not None else time.time())
-    return RealClock(speed=speed)
+    return RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
 
 
-def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progress: bool, seed: int,
-             speed: float = 1.0) -> RunResult:
+def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progress: bool, seed: int) -> RunResult:
     lock = RunLock(folder)
     if not lock.acquire():
         raise InputError(folder.root, "RUN_DIR", MISSING, "a runner is already running this folder")
@@ -88,7 +87,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
     runtime = None
     lanes: dict[str, Any] = {}
     try:
-        clock = _make_clock(station, journal, speed)
+        clock = _make_clock(station, journal)
         cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
         runtime = open_station(station, clock, folder.root, seed=seed, cells=_cell_metadata(folder, cells))
         control = Control(folder)

@@ -72,8 +72,7 @@ def _report(folder, result, console: Console) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import api  # drivers load only for commands that need them
 
-    folder, result = api.start_run(args.protocol, args.station, args.run_dir, show_progress=not args.quiet,
-                                   speed=args.speed)
+    folder, result = api.start_run(args.protocol, args.station, args.run_dir, show_progress=not args.quiet)
     return _report(folder, result, Console())
 
 
@@ -145,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("protocol", nargs="+", help="protocol file(s) (YAML); several run concurrently on their own instruments")
     p.add_argument("--station", help="station file (default: the built-in simulated station)")
     p.add_argument("--run-dir", help="new folder for the run (default: runs/<time>-<protocols>)")
-    p.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no live progress view")
     p.set_defaults(func=cmd_run)
 

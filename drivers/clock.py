@@ -29,21 +29,21 @@ class Clock(Protocol):
 class RealClock:
     """Wall-clock time, optionally running `speed` times faster than real time.
 
-    With speed > 1, `now()` advances `speed` seconds per real second from the moment the
-    clock was made, and `sleep(s)` sleeps s / speed real seconds.
+    With speed > 1, time runs `speed` seconds per real second from `epoch_unix_s` (default:
+    when the clock was made). Processes that share an accelerated simulated bench give the
+    same speed and epoch, so their clocks agree.
     """
 
-    def __init__(self, speed: float = 1.0) -> None:
+    def __init__(self, speed: float = 1.0, epoch_unix_s: float | None = None) -> None:
         if speed <= 0:
             raise ValueError(f"clock speed must be > 0, got {speed}")
         self.speed = float(speed)
-        self._t0_wall = time.time()
-        self._t0_mono = time.monotonic()
+        self.epoch_unix_s = time.time() if epoch_unix_s is None else float(epoch_unix_s)
 
     def now(self) -> float:
         if self.speed == 1.0:
             return time.time()
-        return self._t0_wall + (time.monotonic() - self._t0_mono) * self.speed
+        return self.epoch_unix_s + (time.time() - self.epoch_unix_s) * self.speed
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

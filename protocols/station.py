@@ -121,6 +121,8 @@ class StationSpec(FileModel):
     vt: VtSpec | None = None
     cyclers: dict[ChannelName, CyclerSpec] = Field(default_factory=dict)
     notifications: NotificationSpec = Field(default_factory=NotificationSpec)
+    clock_speed: float = Field(1.0, gt=0, le=100_000, description="only for an accelerated simulated bench")
+    clock_epoch_unix_s: float | None = Field(None, description="shared epoch of an accelerated bench's clocks")
 
 
 # The simulated probe's sample sits this much above its sensor at 10 kHz MAS (frictional heating,
