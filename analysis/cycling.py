@@ -47,9 +47,11 @@ def load_bdf(path: Path | str) -> dict[str, np.ndarray]:
 
 
 def load_metadata(path: Path | str) -> dict:
-    """The metadata JSON beside a BDF CSV: '<file>.json' or '<stem>.metadata.json' ({} if neither)."""
+    """The metadata JSON beside a BDF CSV: '<stem>.json' (as exsylab writes it), '<file>.json' or
+    '<stem>.metadata.json' ({} if none)."""
     path = Path(path)
-    for candidate in (path.with_name(path.name + ".json"), path.with_name(path.stem + ".metadata.json")):
+    for candidate in (path.with_name(path.stem + ".json"), path.with_name(path.name + ".json"),
+                      path.with_name(path.stem + ".metadata.json")):
         if candidate.is_file():
             try:
                 return json.loads(candidate.read_text())
