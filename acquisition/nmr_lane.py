@@ -127,6 +127,11 @@ class NmrLane:
         return {"sample_target_k": step.temperature_k, "setpoint_k": setpoint_k, "sample_k": self.vt.read_sample_k()}
 
     def _wait(self, step: WaitStable, ctx: StepContext) -> dict[str, Any]:
+        if not self._temperature_established:  # resumed at a wait: the VT may have lost its set point
+            ctx.note("reestablish_temperature", target_k=step.temperature_k)
+            self.vt.set_ramp_rate_k_per_min(self.vt.limits.max_ramp_k_per_min)
+            self.vt.set_sample_temperature_k(step.temperature_k)
+            self._temperature_established = True
         result = self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
         return {"sample_k": result.last_reading_k, "setpoint_k": result.setpoint_k, "waited_s": result.waited_s}
 

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import shutil
+
+import yaml
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,20 @@ def default_run_dir(base: Path, name: str) -> Path:
     return base / f"{stamp}-{name}"
 
 
+REDACTED = "<redacted: read from the original station file>"
+
+
+def _copy_station_without_secrets(source: Path, target: Path) -> None:
+    """Copy the station file, with the webhook token replaced: secrets never go into the run folder."""
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    notifications = data.get("notifications") if isinstance(data, dict) else None
+    if isinstance(notifications, dict) and notifications.get("webhook_token"):
+        notifications["webhook_token"] = REDACTED
+        write_atomic(target, yaml.safe_dump(data, sort_keys=False))
+    else:
+        shutil.copyfile(source, target)
+
+
 def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path | None) -> RunFolder:
     """Make a new run folder holding copies of the inputs as given; never reuse a folder that holds a run."""
     root = Path(root)
@@ -100,7 +116,7 @@ def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path
     station_name = None
     if station_path is not None:
         station_name = f"station-{Path(station_path).name}"
-        shutil.copyfile(station_path, folder.inputs / station_name)
+        _copy_station_without_secrets(Path(station_path), folder.inputs / station_name)
     write_atomic(folder.inputs / "manifest.json", json.dumps(
         {"protocols": names, "station": station_name,
          "originals": [str(Path(p).resolve()) for p in protocol_paths],
@@ -111,6 +127,6 @@ def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path
 def open_run_folder(root: Path) -> RunFolder:
     """An existing run folder, for resume and status."""
     folder = RunFolder(Path(root))
-    if not folder.journal.exists():
-        raise InputError(root, "RUN_DIR", MISSING, "not a run folder (no journal.sqlite)")
+    if not (folder.inputs / "manifest.json").exists():
+        raise InputError(root, "RUN_DIR", MISSING, "not a run folder (no inputs/manifest.json)")
     return folder

@@ -49,13 +49,11 @@ class StationRuntime:
         return CyclerChannel(channel, self.smus[channel], self.clock, limits)
 
     def calibration_for(self, mas_rate_hz: float) -> MasCalibration | None:
-        """The station's VT calibration for this MAS rate (exact match within 1 %), if any."""
-        if self.station.vt is None:
+        """The station's VT calibration for this MAS rate, if any, for the driver."""
+        cal = self.station.vt.calibration_for(mas_rate_hz) if self.station.vt is not None else None
+        if cal is None:
             return None
-        for cal in self.station.vt.calibration:
-            if abs(cal.mas_rate_hz - mas_rate_hz) <= 0.01 * max(mas_rate_hz, 1.0):
-                return MasCalibration(mas_rate_hz=cal.mas_rate_hz, points=tuple(tuple(p) for p in cal.points))
-        return None
+        return MasCalibration(mas_rate_hz=cal.mas_rate_hz, points=tuple(tuple(p) for p in cal.points))
 
     def close(self) -> None:
         """Leave every instrument safe, release transports, stop simulators. Never raises."""

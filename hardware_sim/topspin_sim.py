@@ -140,6 +140,8 @@ class SimulatedTopSpin:
         if not (self.template / "acqu").exists():
             self._params[self.template] = dict(DEFAULT_EXSY_PARAMS)
             write_parameter_files(self.template, DEFAULT_EXSY_PARAMS)
+        else:  # a restarted TopSpin knows its datasets from their files
+            self._params[self.template] = read_parameter_files(self.template)
 
     def _start_thread(self) -> None:
         argv = ["--automation", str(self.automation_dir), "--data", str(self.data_dir),

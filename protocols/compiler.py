@@ -88,7 +88,9 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
     eq = p.equilibration
     order = order_temperatures([t for t, _ in grid], p.temperature_order, vt.ambient_k)
     steps: list[Step] = []
-    current_k = vt.ambient_k
+    # at the start the VT holds ambient: the sample sits where the calibration puts that set point
+    calibration = vt.calibration_for(acq.mas_rate_hz)
+    current_k = calibration.sample_k(vt.ambient_k) if calibration else vt.ambient_k
     n_acq = 0
 
     def add(step_cls, **fields) -> None:
@@ -99,6 +101,7 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
         add(MoveTemperature, label=f"move to {temperature_k:.1f} K", temperature_k=temperature_k, from_k=current_k,
             ramp_k_per_min=ramp, estimate_s=ramp_s(current_k, temperature_k, ramp))
         settle_s = vt.settle_estimate_s if abs(temperature_k - current_k) > eq.tolerance_k else 0.0
+        # ramps run on the set point; with an offset calibration that is the sample's change too
         add(WaitStable, label=f"stable at {temperature_k:.1f} K", temperature_k=temperature_k, tolerance_k=eq.tolerance_k,
             hold_s=eq.hold_s, timeout_s=eq.timeout_s, estimate_s=eq.hold_s + settle_s)
         current_k = temperature_k

@@ -44,6 +44,14 @@ class CalibrationSpec(FileModel):
             raise ValueError("calibration temperatures must be in K (0..2000)")
         return self
 
+    def sample_k(self, setpoint_k: float) -> float:
+        """Sample temperature at a set point: piecewise linear, end segments extended (for planning)."""
+        points = self.points
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            if setpoint_k <= x1 or (x1, y1) == points[-1]:
+                return y0 + (y1 - y0) * (setpoint_k - x0) / (x1 - x0)
+        return setpoint_k  # unreachable: at least two points
+
 
 class VtSpec(FileModel):
     """The VT unit: a Lake Shore 335/336 on a serial port (or socket:// URL), or TopSpin's own BVT."""
@@ -70,6 +78,11 @@ class VtSpec(FileModel):
                 f"ramp_rate {self.ramp_rate_k_per_min:g} K/min exceeds limits.max_ramp {self.limits.max_ramp_k_per_min:g} K/min"
             )
         return self
+
+    def calibration_for(self, mas_rate_hz: float) -> CalibrationSpec | None:
+        """The calibration measured at this MAS rate (within 1 %), if the station has one."""
+        return next((c for c in self.calibration if abs(c.mas_rate_hz - mas_rate_hz) <= 0.01 * max(mas_rate_hz, 1.0)),
+                    None)
 
     @property
     def planned_ramp_k_per_min(self) -> float:
