@@ -45,9 +45,10 @@ def test_paper_plan_has_40_acquisitions_and_5_moves_with_pulse_sequence_arithmet
                        for d8 in (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10)) * 5
     acq_total = sum(s.estimate_s for s in plan.steps if s.kind == "acquire_2d")
     assert acq_total == pytest.approx(expected_acq, rel=1e-12)
-    # ramps at 5 K/min from ambient 293 K to 373.15 K, five holds of 10 min, four settle allowances
+    # the sample starts at ambient plus 4 K of MAS heating (the simulated station's calibration), then
+    # ramps at 5 K/min down to 293.15 K and up to 373.15 K; five holds of 10 min and five settle allowances
     vt_total = sum(s.estimate_s for s in plan.steps if s.kind in ("move_temperature", "wait_stable"))
-    assert vt_total == pytest.approx((373.15 - 293.0) / 5 * 60 + 5 * 600 + 4 * 60, rel=1e-6)
+    assert vt_total == pytest.approx(((297.0 - 293.15) + (373.15 - 293.15)) / 5 * 60 + 5 * 600 + 5 * 60, rel=1e-6)
     assert 41 * 3600 < plan.total_estimate_s < 46 * 3600
     expnos = [s.expno for s in plan.steps if s.kind == "acquire_2d"]
     assert len(set(expnos)) == 40 and expnos[:3] == [100, 101, 102] and expnos[8] == 110
