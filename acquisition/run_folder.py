@@ -100,7 +100,7 @@ def _copy_station_without_secrets(source: Path, target: Path) -> None:
 
 def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path | None) -> RunFolder:
     """Make a new run folder holding copies of the inputs as given; never reuse a folder that holds a run."""
-    root = Path(root)
+    root = Path(root).resolve()  # every path the run records is absolute
     if (root / JOURNAL_FILE).exists():
         raise InputError(root, "--run-dir", MISSING, "already holds a run: use `exsylab resume` or choose another folder")
     if root.exists() and any(root.iterdir()):
@@ -126,7 +126,7 @@ def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path
 
 def open_run_folder(root: Path) -> RunFolder:
     """An existing run folder, for resume and status."""
-    folder = RunFolder(Path(root))
+    folder = RunFolder(Path(root).resolve())
     if not (folder.inputs / "manifest.json").exists():
         raise InputError(root, "RUN_DIR", MISSING, "not a run folder (no inputs/manifest.json)")
     return folder

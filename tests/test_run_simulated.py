@@ -208,3 +208,15 @@ def test_failure_and_completion_notifications_reach_a_webhook_without_leaking_th
                 assert token.encode() not in path.read_bytes(), f"token leaked into {path}"
     finally:
         server.shutdown()
+
+
+def test_a_relative_run_dir_records_absolute_paths_that_analysis_can_open(tmp_path: Path, monkeypatch) -> None:
+    from analysis.api import analyze_series
+
+    monkeypatch.chdir(tmp_path)
+    _, result = start_run([SHORT], None, Path("runs") / "rel", show_progress=False)
+    assert result.ok
+    datasets = json.loads((tmp_path / "runs" / "rel" / "datasets.json").read_text())
+    assert all(Path(d["path"]).is_absolute() for d in datasets)
+    analysis = analyze_series(Path("runs") / "rel", sites=[2.31, 1.29, -4.56], names=["Li2S", "LPSC", "LiI"])
+    assert len(analysis["points"]) == 6 and {f["temperature_k"] for f in analysis["fits"]} == {293.15, 313.15}
