@@ -220,3 +220,33 @@ def test_a_relative_run_dir_records_absolute_paths_that_analysis_can_open(tmp_pa
     assert all(Path(d["path"]).is_absolute() for d in datasets)
     analysis = analyze_series(Path("runs") / "rel", sites=[2.31, 1.29, -4.56], names=["Li2S", "LPSC", "LiI"])
     assert len(analysis["points"]) == 6 and {f["temperature_k"] for f in analysis["fits"]} == {293.15, 313.15}
+
+
+def test_a_cycler_step_killed_midway_continues_from_the_capacity_in_the_bdf_file(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*EXE, "run", str(CYCLING), "--run-dir", str(run_dir), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bdf = run_dir / "cycler" / "test-cell.csv"
+    # kill once the second charge (300 mAh/g) is well under way
+    from acquisition.bdf import STEP_INDEX, read_bdf
+
+    def second_charge_running() -> bool:
+        if not bdf.exists():
+            return False
+        try:
+            cols = read_bdf(bdf)
+        except Exception:  # noqa: BLE001 - the file is being written
+            return False
+        return int((cols[STEP_INDEX] == 2).sum()) > 20
+
+    assert _poll(second_charge_running, timeout_s=60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    resumed = subprocess.run([*EXE, "resume", str(run_dir), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    events = Journal(run_dir / "journal.sqlite").events(limit=1000)
+    continued = [e for e in events if e["status"] == "resume_continue"]
+    assert continued and continued[0]["index"] == 2 and continued[0]["detail"]["capacity_passed_ah"] > 0
+    rows = (run_dir / "cycler" / "test-cell.cycles.csv").read_text().splitlines()[1:]
+    charges = [float(r.split(",")[1]) for r in rows]
+    assert charges == [pytest.approx(200.0, rel=1e-3), pytest.approx(300.0, rel=1e-3)]
