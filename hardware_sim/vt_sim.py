@@ -14,6 +14,7 @@ import selectors
 import shutil
 import socket
 import tempfile
+import termios
 import threading
 import tty
 from collections.abc import Callable
@@ -241,6 +242,21 @@ class SimulatedLakeShore336:
         except (BlockingIOError, InterruptedError):
             return
         self._feed(fd, data, lambda reply: os.write(fd, reply))
+        self._clear_pty_parity()
+
+    def _clear_pty_parity(self) -> None:
+        """Leave the pty's flags as a fresh client can set again.
+
+        A pty takes no parity: asked for 7O1 it keeps CS8 without PARENB but keeps PARODD, and
+        some kernels then refuse (EINVAL) the next client's identical 7O1 request. Clearing
+        PARODD once a client talks makes the next open behave like a real serial adapter's.
+        """
+        if self._slave is None:
+            return
+        attrs = termios.tcgetattr(self._slave)
+        if attrs[2] & termios.PARODD:
+            attrs[2] &= ~termios.PARODD
+            termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
 
     def _read_client(self, conn: socket.socket) -> None:
         try:
