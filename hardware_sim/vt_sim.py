@@ -24,7 +24,7 @@ from hardware_sim.thermal import ThermalModel
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("no_reply", "garbled", "stuck_heater", "sensor_dropout", "port_vanish")
+FAULTS = ("no_reply", "garbled", "stuck_heater", "sensor_dropout", "port_vanish", "raw")
 _CONTROL_INPUT = "A"
 _OUTPUT = "1"
 
@@ -43,6 +43,7 @@ class SimulatedLakeShore336:
         self._tcp_url: str | None = None
         self._faults: dict[str, int | None] = {}
         self._garble_turn = 0
+        self._raw_reply = b""
         self._lock = threading.Lock()
         self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
@@ -110,8 +111,11 @@ class SimulatedLakeShore336:
         self.stop()
 
     # --- faults --------------------------------------------------------------------------
-    def inject(self, fault: str, count: int | None = None, *, duration_s: float = 5.0) -> None:
+    def inject(self, fault: str, count: int | None = None, *, duration_s: float = 5.0, reply: bytes = b"") -> None:
         """Inject a fault for the next `count` affected replies (None: until cleared).
+
+        raw sends `reply` exactly as given (no terminator added) in place of each query's reply,
+        for fuzzing what the driver makes of arbitrary bytes on the wire.
 
         port_vanish closes the pty and removes the link now and brings a new pty back at the
         same path after `duration_s` of clock time (with a VirtualClock the driver's thread
@@ -124,6 +128,8 @@ class SimulatedLakeShore336:
             return
         with self._lock:
             self._faults[fault] = count
+            if fault == "raw":
+                self._raw_reply = bytes(reply)
         if fault == "stuck_heater":
             self.model.set_stuck_heater(True)
         log.info("sim Lake Shore 336: fault %s injected (count %s)", fault, count)
@@ -284,6 +290,9 @@ class SimulatedLakeShore336:
             if reply is None:
                 continue
             if self._take_fault("no_reply"):
+                continue
+            if self._take_fault("raw"):
+                send(self._raw_reply)
                 continue
             if self._take_fault("garbled"):
                 reply = self._garble(reply)
