@@ -22,7 +22,7 @@ from .journal import Journal
 from .nmr_lane import NmrLane
 from .notify import Notifier
 from .progress import ProgressView, eta_from_records
-from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder
+from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder, restore_secrets
 from .runner import Runner, RunResult
 from .station_runtime import open_station
 
@@ -56,6 +56,7 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunF
     protocols = folder.protocol_copies()
     station_copy = folder.station_copy()
     plan, station = load_plan(protocols, station_copy)
+    restore_secrets(folder, station)  # the copy leaves the webhook token out
     recorded = json.loads(folder.plan.read_text())
     if [s["label"] for s in recorded["steps"]] != [s.label for s in plan.steps]:
         raise InputError(folder.plan, "steps", MISSING, "the inputs in the run folder no longer compile to the recorded plan")
