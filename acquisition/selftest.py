@@ -213,7 +213,8 @@ def print_table(results: list[Check], console: Console, title: str) -> None:
     table = Table(title=title)
     for column in ("instrument", "check", "result", "detail"):
         table.add_column(column, overflow="fold")
-    for r in results:
+    order = list(dict.fromkeys(r.instrument for r in results))
+    for r in sorted(results, key=lambda r: order.index(r.instrument)):
         table.add_row(r.instrument, r.check, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
     console.print(table)
 

@@ -196,8 +196,11 @@ def events_of(outcome: Outcome) -> list[str]:
 # ---- VT (Lake Shore 336 on a pty) ---------------------------------------------------------
 
 def test_vt_serial_timeout_recovered_by_retry(tmp_path: Path) -> None:
-    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["vt"].inject("no_reply", count=2),
-                         at=_kind("wait_stable"))
+    def silence(rt: StationRuntime, runner: Runner) -> None:
+        _fast_vt_io(rt)
+        rt.simulators["vt"].inject("no_reply", count=2)
+
+    out = run_with_fault(tmp_path, [EXSY], silence, at=_kind("wait_stable"))
     assert out.result.status == "done"
     assert out.runtime.vt.retry_count >= 2
     assert_consistent(out)
@@ -287,7 +290,7 @@ def test_topspin_acquisition_fault_marks_dataset_and_stops_run_safely(tmp_path: 
     assert len(failed) == 1 and failed[0].kind == "acquire_2d"
     assert words in failed[0].outcome["error"].lower() or words in json.dumps(out.datasets).lower()
     marked = [d for d in out.datasets if d["status"] == "failed"]
-    if fault != "disk_full":  # a disk-full zg may fail before the dataset's acquisition is recorded
+    if fault != "disk_full":  # disk full already refuses to create the dataset: nothing to mark
         assert marked and (Path(marked[0]["path"]) / "exsylab-status.txt").read_text().startswith("failed")
     assert_consistent(out)
     assert_vt_holding(out)
@@ -298,8 +301,11 @@ def test_topspin_acquisition_fault_marks_dataset_and_stops_run_safely(tmp_path: 
 
 @pytest.mark.parametrize("fault", ["drop_connection", "malformed"])
 def test_cycler_transient_fault_recovered_by_retry(tmp_path: Path, fault: str) -> None:
-    out = run_with_fault(tmp_path, [CYCLING], lambda rt, r: rt.simulators["cycler:ch1"].inject(fault, count=1),
-                         at=_kind("cycler_step"))
+    def once(rt: StationRuntime, runner: Runner) -> None:
+        _fast_smu_io(rt, "ch1")
+        rt.simulators["cycler:ch1"].inject(fault, count=1)
+
+    out = run_with_fault(tmp_path, [CYCLING], once, at=_kind("cycler_step"))
     assert out.result.status == "done"
     assert out.runtime.smus["ch1"].retry_count >= 1
     assert_consistent(out)
@@ -307,8 +313,11 @@ def test_cycler_transient_fault_recovered_by_retry(tmp_path: Path, fault: str) -
 
 
 def test_cycler_timeout_recovered_by_retry(tmp_path: Path) -> None:
-    out = run_with_fault(tmp_path, [CYCLING], lambda rt, r: rt.simulators["cycler:ch1"].inject("timeout", count=1),
-                         at=lambda s: s.kind == "cycler_step" and s.index == 1)
+    def late(rt: StationRuntime, runner: Runner) -> None:
+        _fast_smu_io(rt, "ch1")
+        rt.simulators["cycler:ch1"].inject("timeout", count=1)
+
+    out = run_with_fault(tmp_path, [CYCLING], late, at=lambda s: s.kind == "cycler_step" and s.index == 1)
     assert out.result.status == "done"
     assert out.runtime.smus["ch1"].retry_count >= 1
 
