@@ -20,16 +20,19 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
+from typing import TYPE_CHECKING
+
 from drivers.clock import Clock, RealClock
-from drivers.keithley2450 import Keithley2450
-from drivers.lakeshore import LakeShore336
-from drivers.topspin import TopSpinDriver
-from drivers.vt import TemperatureController, TopSpinVt, VtLimits
 from protocols import InputError
 from protocols.loader import load_station
 from protocols.station import CyclerSpec, StationSpec
 
-from .station_runtime import StationRuntime, open_station
+if TYPE_CHECKING:  # drivers load only when a selftest runs, not for every CLI command
+    from drivers.keithley2450 import Keithley2450
+    from drivers.topspin import TopSpinDriver
+    from drivers.vt import TemperatureController
+
+    from .station_runtime import StationRuntime
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ def selftest(station: StationSpec, *, clock: Clock | None = None, workdir: Path 
 
     A `simulated: true` station starts its simulators in `workdir` (default: a temporary folder).
     """
+    from .station_runtime import StationRuntime, open_station
+
     clock = clock or RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
     checks = _Checks()
     if station.simulated:
@@ -90,6 +95,11 @@ def selftest(station: StationSpec, *, clock: Clock | None = None, workdir: Path 
 
 def _open_each(runtime: StationRuntime, checks: _Checks, timeout_s: float) -> None:
     """Open each instrument on its own, so one missing instrument does not hide the others."""
+    from drivers.keithley2450 import Keithley2450
+    from drivers.lakeshore import LakeShore336
+    from drivers.topspin import TopSpinDriver
+    from drivers.vt import TopSpinVt, VtLimits
+
     station, clock = runtime.station, runtime.clock
     spec = station.spectrometer
     if spec is not None:
