@@ -49,7 +49,7 @@ def lakeshore():
             driver.close()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(reply=_REPLY, ending=_ENDING)
 def test_vt_never_takes_garbage_as_a_reading(lakeshore, reply: str, ending: str) -> None:
     sim, driver = lakeshore
@@ -75,7 +75,7 @@ def keithley():
             driver.close()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(reply=_REPLY, ending=_ENDING)
 def test_cycler_never_takes_garbage_as_a_reading(keithley, reply: str, ending: str) -> None:
     sim, driver = keithley
