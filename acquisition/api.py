@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from drivers.clock import Clock, RealClock, VirtualClock
-from protocols import InputError, Plan, load_plan, load_protocol, load_station
+from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
 from protocols.plan import Acquire2D, CyclerStep
 from protocols.station import StationSpec
@@ -22,7 +22,7 @@ from .journal import Journal
 from .nmr_lane import NmrLane
 from .notify import Notifier
 from .progress import ProgressView, eta_from_records
-from .run_folder import DATASETS_FILE, REDACTED, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder
+from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder, restore_secrets
 from .runner import Runner, RunResult
 from .station_runtime import open_station
 
@@ -56,29 +56,17 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunF
     protocols = folder.protocol_copies()
     station_copy = folder.station_copy()
     plan, station = load_plan(protocols, station_copy)
+    restore_secrets(folder, station)  # the copy leaves the webhook token out
     if folder.plan.exists():
         recorded = json.loads(folder.plan.read_text())
         if [s["label"] for s in recorded["steps"]] != [s.label for s in plan.steps]:
             raise InputError(folder.plan, "steps", MISSING, "the inputs in the run folder no longer compile to the recorded plan")
     else:  # the run was killed before it got going: start it now
         folder.write_json("plan.json", plan.to_json_dict())
-    _restore_secrets(folder, station)
     journal = Journal(folder.journal)
     meta = journal.meta()
     journal.close()
     return folder, _execute(folder, plan, station, show_progress=show_progress, seed=int(meta.get("seed", 0)) + 1)
-
-
-def _restore_secrets(folder: RunFolder, station: StationSpec) -> None:
-    """The run folder's station copy has its webhook token redacted: take it from the original file."""
-    if station.notifications.webhook_token != REDACTED:
-        return
-    original = json.loads((folder.inputs / "manifest.json").read_text()).get("station_original")
-    try:
-        station.notifications.webhook_token = load_station(original).notifications.webhook_token
-    except InputError:
-        log.warning("the original station file %s is gone: webhook notifications go without a token", original)
-        station.notifications.webhook_token = None
 
 
 def _make_clock(station: StationSpec, journal: Journal) -> Clock:

@@ -43,7 +43,11 @@ class CyclerLane:
         self._continue_from_ah: dict[int, float] = {}
 
     def close(self) -> None:
-        self._writer.close()
+        """Close the data file; a failing close (disk full) is logged, never raised past the run's cleanup."""
+        try:
+            self._writer.close()
+        except OSError as exc:
+            log.error("closing the cell's data file %s failed: %s", self.bdf_path, exc)
 
     def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         if not isinstance(step, CyclerStep):
@@ -57,6 +61,9 @@ class CyclerLane:
                                            should_stop=ctx.should_stop)
         except CyclerError as exc:
             raise StepFailed(f"{step.channel}: {exc}; channel off", detail={"error_type": type(exc).__name__}) from exc
+        except OSError as exc:  # the cell's data file cannot be written (disk full): stop, nothing unrecorded
+            raise StepFailed(f"{step.channel}: cannot write the cell's data to {self.bdf_path}: {exc}; channel off",
+                             detail={"error_type": type(exc).__name__}) from exc
         outcome = {"ended_by": result.ended_by, "capacity_ah": result.capacity_ah, "duration_s": result.duration_s,
                    "final_voltage_v": result.final_voltage_v, "samples": result.samples,
                    "resumed_from_ah": start_capacity_ah}

@@ -195,7 +195,6 @@ class NmrLane:
         started_at = ctx.clock.now()
         ctx.running(expno=expno, path=str(path), started_at=started_at)
         self._record(ctx, step, expno, path, "running", {"sample_k": sample_start_k, "setpoint_k": setpoint_k})
-        self.spectrometer.start_acquisition(name, expno)
         watch = {"max_deviation_k": abs(sample_start_k - step.temperature_k), "flagged": False, "readings": 0}
 
         def on_poll() -> None:
@@ -214,6 +213,8 @@ class NmrLane:
                 raise StopRequested()
 
         try:
+            # inside the try: a zg refused (spinning, disk full) fails and marks the dataset like a failed acquisition
+            self.spectrometer.start_acquisition(name, expno)
             self.spectrometer.wait_acquisition(name, expno, step.estimate_s, overdue_factor=self.overdue_factor,
                                                poll_s=EXCURSION_POLL_S, on_poll=on_poll)
         except StopRequested:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
-
-import yaml
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from protocols import InputError
 from protocols.errors import MISSING
@@ -21,6 +22,9 @@ CONTROL_FILE = "control"
 LOCK_FILE = "runner.lock"
 DATASETS_FILE = "datasets.json"
 SUMMARY_FILE = "summary.json"
+SECRET_KEY = "webhook_token"
+
+log = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -84,20 +88,6 @@ def default_run_dir(base: Path, name: str) -> Path:
     return base / f"{stamp}-{name}"
 
 
-REDACTED = "<redacted: read from the original station file>"
-
-
-def _copy_station_without_secrets(source: Path, target: Path) -> None:
-    """Copy the station file, with the webhook token replaced: secrets never go into the run folder."""
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    notifications = data.get("notifications") if isinstance(data, dict) else None
-    if isinstance(notifications, dict) and notifications.get("webhook_token"):
-        notifications["webhook_token"] = REDACTED
-        write_atomic(target, yaml.safe_dump(data, sort_keys=False))
-    else:
-        shutil.copyfile(source, target)
-
-
 def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path | None) -> RunFolder:
     """Make a new run folder holding copies of the inputs as given; never reuse a folder that holds a run."""
     root = Path(root).resolve()  # every path the run records is absolute
@@ -116,12 +106,46 @@ def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path
     station_name = None
     if station_path is not None:
         station_name = f"station-{Path(station_path).name}"
-        _copy_station_without_secrets(Path(station_path), folder.inputs / station_name)
+        copy_station_redacted(Path(station_path), folder.inputs / station_name)
     write_atomic(folder.inputs / "manifest.json", json.dumps(
         {"protocols": names, "station": station_name,
          "originals": [str(Path(p).resolve()) for p in protocol_paths],
          "station_original": str(Path(station_path).resolve()) if station_path else None}, indent=1))
     return folder
+
+
+def copy_station_redacted(source: Path, target: Path) -> None:
+    """Copy a station file, leaving out the webhook token (a secret); resume reads it from the original."""
+    text = source.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    notifications = data.get("notifications") if isinstance(data, dict) else None
+    if not isinstance(notifications, dict) or notifications.get(SECRET_KEY) is None:
+        shutil.copyfile(source, target)
+        return
+    notifications.pop(SECRET_KEY)
+    header = (f"# Copy of {source.resolve()} with notifications.{SECRET_KEY} left out (a secret);\n"
+              "# `exsylab resume` reads the token from the original file.\n")
+    write_atomic(target, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def restore_secrets(folder: RunFolder, station: Any) -> None:
+    """Put the webhook token back into a station loaded from the run folder's copy, from the original file.
+
+    Logged (without the token) when the original is gone or no longer parses: notifications then go
+    out without the token.
+    """
+    manifest = json.loads((folder.inputs / "manifest.json").read_text())
+    original = manifest.get("station_original")
+    if not original or station.notifications.webhook_url is None:
+        return
+    try:
+        data = yaml.safe_load(Path(original).read_text(encoding="utf-8"))
+        token = data["notifications"][SECRET_KEY]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        log.warning("resume: webhook token not restored from %s (%s)", original, type(exc).__name__)
+        return
+    if isinstance(token, str) and token:
+        station.notifications.webhook_token = token
 
 
 def open_run_folder(root: Path) -> RunFolder:

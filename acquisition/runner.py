@@ -8,6 +8,7 @@ so the same code starts and resumes a run.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -131,9 +132,15 @@ class Runner:
         statuses = {r.status for r in results.values()}
         status = "failed" if "failed" in statuses else "stopped" if "stopped" in statuses else "done"
         result = RunResult(status=status, lanes=results, virtual_duration_s=self.clock.now() - start)
-        self.journal.set_meta(state=status, ended_at=self.clock.now())
-        self.notifier.notify({"event": f"run {status}", "lanes": {k: v.status + (f": {v.message}" if v.message else "")
-                                                                  for k, v in results.items()}})
+        event: dict[str, Any] = {"event": f"run {status}", "lanes": {
+            k: v.status + (f": {v.message}" if v.message else "") for k, v in results.items()}}
+        try:
+            self.journal.set_meta(state=status, ended_at=self.clock.now())
+        except (sqlite3.Error, OSError) as exc:  # disk full: the user must still hear of it
+            event["journal_error"] = f"journal {self.journal.path} not writable: {exc}"
+            self.notifier.notify(event)
+            raise
+        self.notifier.notify(event)
         return result
 
     def _lane_thread(self, lane: str, steps: list[Step], results: dict[str, LaneResult]) -> None:

@@ -247,8 +247,13 @@ class TopSpinDriver:
 
     # ---- datasets ------------------------------------------------------------------
     def expno_dir(self, name: str, expno: int) -> Path:
-        """<data_dir>/<name>/<expno>, after refusing unsafe names and out-of-range expnos."""
-        return self.data_dir / check_dataset_name(name) / str(check_expno(expno))
+        """<data_dir>/<name>/<expno>, after refusing unsafe names, out-of-range expnos and symlinks leading out."""
+        path = self.data_dir / check_dataset_name(name) / str(check_expno(expno))
+        real = path.resolve()
+        if not real.is_relative_to(self.data_dir.resolve()):
+            raise InvalidDataset(f"TopSpin: refused {path}: it resolves to {real}, outside the data folder "
+                                 f"{self.data_dir} (symlink?)")
+        return path
 
     def next_free_expno(self, name: str, start: int = 1) -> int:
         """The first expno >= start whose folder does not exist (never a used number)."""

@@ -21,7 +21,7 @@ from hardware_sim.cell import Li2SCell
 log = logging.getLogger(__name__)
 
 IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,SIM2450,1.7.12b"
-FAULTS = ("drop_connection", "timeout", "malformed")
+FAULTS = ("drop_connection", "timeout", "malformed", "raw")
 
 # (long form, short form) of every mnemonic the simulator understands
 _MNEMONICS = [
@@ -85,6 +85,7 @@ class SimulatedKeithley2450:
         self._errors: collections.deque[str] = collections.deque(maxlen=32)
         self._faults: dict[str, int | None] = {}
         self._garbage_i = 0
+        self._raw_reply = b""
         self._lock = threading.RLock()
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
@@ -125,12 +126,17 @@ class SimulatedKeithley2450:
 
     # --- faults ------------------------------------------------------------------------------
 
-    def inject(self, fault: str, count: int | None = None) -> None:
-        """Make the next `count` commands (None: all until cleared) fail with `fault`."""
+    def inject(self, fault: str, count: int | None = None, *, reply: bytes = b"") -> None:
+        """Make the next `count` commands (None: all until cleared) fail with `fault`.
+
+        raw sends `reply` exactly as given (no terminator added) in place of each query's reply.
+        """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
         with self._lock:
             self._faults[fault] = count
+            if fault == "raw":
+                self._raw_reply = bytes(reply)
 
     def clear_faults(self) -> None:
         """Remove every injected fault."""
@@ -194,6 +200,9 @@ class SimulatedKeithley2450:
                     if reply is None:
                         continue
                     if self._take_fault("timeout"):
+                        continue
+                    if self._take_fault("raw"):
+                        conn.sendall(self._raw_reply)
                         continue
                     if self._take_fault("malformed"):
                         reply = _GARBAGE[self._garbage_i % len(_GARBAGE)]

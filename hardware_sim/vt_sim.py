@@ -14,6 +14,7 @@ import selectors
 import shutil
 import socket
 import tempfile
+import termios
 import threading
 import tty
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from hardware_sim.thermal import ThermalModel
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("no_reply", "garbled", "stuck_heater", "sensor_dropout", "port_vanish")
+FAULTS = ("no_reply", "garbled", "stuck_heater", "sensor_dropout", "port_vanish", "raw")
 _CONTROL_INPUT = "A"
 _OUTPUT = "1"
 
@@ -42,6 +43,7 @@ class SimulatedLakeShore336:
         self._tcp_url: str | None = None
         self._faults: dict[str, int | None] = {}
         self._garble_turn = 0
+        self._raw_reply = b""
         self._lock = threading.Lock()
         self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
@@ -109,8 +111,11 @@ class SimulatedLakeShore336:
         self.stop()
 
     # --- faults --------------------------------------------------------------------------
-    def inject(self, fault: str, count: int | None = None, *, duration_s: float = 5.0) -> None:
+    def inject(self, fault: str, count: int | None = None, *, duration_s: float = 5.0, reply: bytes = b"") -> None:
         """Inject a fault for the next `count` affected replies (None: until cleared).
+
+        raw sends `reply` exactly as given (no terminator added) in place of each query's reply,
+        for fuzzing what the driver makes of arbitrary bytes on the wire.
 
         port_vanish closes the pty and removes the link now and brings a new pty back at the
         same path after `duration_s` of clock time (with a VirtualClock the driver's thread
@@ -123,6 +128,8 @@ class SimulatedLakeShore336:
             return
         with self._lock:
             self._faults[fault] = count
+            if fault == "raw":
+                self._raw_reply = bytes(reply)
         if fault == "stuck_heater":
             self.model.set_stuck_heater(True)
         log.info("sim Lake Shore 336: fault %s injected (count %s)", fault, count)
@@ -241,6 +248,21 @@ class SimulatedLakeShore336:
         except (BlockingIOError, InterruptedError):
             return
         self._feed(fd, data, lambda reply: os.write(fd, reply))
+        self._clear_pty_parity()
+
+    def _clear_pty_parity(self) -> None:
+        """Leave the pty's flags as a fresh client can set again.
+
+        A pty takes no parity: asked for 7O1 it keeps CS8 without PARENB but keeps PARODD, and
+        some kernels then refuse (EINVAL) the next client's identical 7O1 request. Clearing
+        PARODD once a client talks makes the next open behave like a real serial adapter's.
+        """
+        if self._slave is None:
+            return
+        attrs = termios.tcgetattr(self._slave)
+        if attrs[2] & termios.PARODD:
+            attrs[2] &= ~termios.PARODD
+            termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
 
     def _read_client(self, conn: socket.socket) -> None:
         try:
@@ -268,6 +290,9 @@ class SimulatedLakeShore336:
             if reply is None:
                 continue
             if self._take_fault("no_reply"):
+                continue
+            if self._take_fault("raw"):
+                send(self._raw_reply)
                 continue
             if self._take_fault("garbled"):
                 reply = self._garble(reply)

@@ -1,0 +1,255 @@
+"""`exsylab selftest`: a safe preflight of a bench before an overnight run.
+
+Every instrument answers and identifies itself; the VT reading lies within the probe limits;
+the TopSpin side beats, answers a job, and can create and delete a scratch dataset; each cycler
+channel reports its output off and reads the open-circuit voltage at 0 A. Nothing is switched
+on, heated or left behind: the VT set point is not touched and no cycler output is switched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from typing import TYPE_CHECKING
+
+from drivers.clock import Clock, RealClock
+from protocols import InputError
+from protocols.loader import load_station
+from protocols.station import CyclerSpec, StationSpec
+
+if TYPE_CHECKING:  # drivers load only when a selftest runs, not for every CLI command
+    from drivers.keithley2450 import Keithley2450
+    from drivers.topspin import TopSpinDriver
+    from drivers.vt import TemperatureController
+
+    from .station_runtime import StationRuntime
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+OCV_CURRENT_MAX_A = 1e-6  # |current| read with the output off; more means something is sourcing
+SCRATCH_PREFIX = "exsylab_selftest_"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the selftest table."""
+
+    instrument: str
+    check: str
+    ok: bool
+    detail: str
+
+
+class _Checks:
+    """Collects checks; a failing check never stops the others."""
+
+    def __init__(self) -> None:
+        self.results: list[Check] = []
+
+    def run(self, instrument: str, check: str, probe: Callable[[], tuple[bool, str]]) -> bool:
+        try:
+            ok, detail = probe()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a table row
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        self.results.append(Check(instrument, check, ok, detail))
+        return ok
+
+
+def selftest(station: StationSpec, *, clock: Clock | None = None, workdir: Path | None = None,
+             timeout_s: float = 2.0) -> list[Check]:
+    """Run every check against the station's instruments; returns one Check per row.
+
+    A `simulated: true` station starts its simulators in `workdir` (default: a temporary folder).
+    """
+    from .station_runtime import StationRuntime, open_station
+
+    clock = clock or RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
+    checks = _Checks()
+    if station.simulated:
+        with tempfile.TemporaryDirectory(prefix="exsylab-selftest-") as tmp:
+            runtime = open_station(station, clock, workdir or Path(tmp))
+            try:
+                _check_runtime(runtime, checks)
+            finally:
+                runtime.close()
+        return checks.results
+    runtime = StationRuntime(station=station, clock=clock)
+    try:
+        _open_each(runtime, checks, timeout_s)
+        _check_runtime(runtime, checks)
+    finally:
+        _close_transports(runtime)
+    return checks.results
+
+
+def _open_each(runtime: StationRuntime, checks: _Checks, timeout_s: float) -> None:
+    """Open each instrument on its own, so one missing instrument does not hide the others."""
+    from drivers.keithley2450 import Keithley2450
+    from drivers.lakeshore import LakeShore336
+    from drivers.topspin import TopSpinDriver
+    from drivers.vt import TopSpinVt, VtLimits
+
+    station, clock = runtime.station, runtime.clock
+    spec = station.spectrometer
+    if spec is not None:
+        def open_spectrometer() -> tuple[bool, str]:
+            if not spec.automation_dir.is_dir():
+                return False, f"automation folder {spec.automation_dir} does not exist"
+            runtime.spectrometer = TopSpinDriver(spec.automation_dir, spec.data_dir, clock,
+                                                 heartbeat_timeout_s=spec.heartbeat_timeout_s,
+                                                 job_timeout_s=max(5.0, 5 * timeout_s))
+            return True, f"automation {spec.automation_dir}, data {spec.data_dir}"
+
+        checks.run("TopSpin", "open", open_spectrometer)
+    vt = station.vt
+    if vt is not None:
+        limits = VtLimits(min_k=vt.limits.min_k, max_k=vt.limits.max_k, max_ramp_k_per_min=vt.limits.max_ramp_k_per_min)
+
+        def open_vt() -> tuple[bool, str]:
+            if vt.driver == "topspin":
+                if runtime.spectrometer is None:
+                    return False, "a TopSpin-controlled VT needs the spectrometer, which did not open"
+                runtime.vt = TopSpinVt(runtime.spectrometer, clock, limits)
+                return True, "through TopSpin (teget)"
+            runtime.vt = LakeShore336(str(vt.port), clock, limits, baudrate=vt.baudrate, output=vt.output,
+                                      sensor_input=vt.sensor_input, timeout_s=timeout_s, reconnect_attempts=1)
+            return True, str(vt.port)
+
+        checks.run("VT", "open", open_vt)
+    for name, cycler in station.cyclers.items():
+        def open_smu(name: str = name, cycler: CyclerSpec = cycler) -> tuple[bool, str]:
+            runtime.smus[name] = Keithley2450(cycler.resource, timeout_s=timeout_s, retries=1)
+            return True, cycler.resource
+
+        checks.run(f"cycler {name}", "open", open_smu)
+
+
+def _close_transports(runtime: StationRuntime) -> None:
+    """Close the connections only: nothing is switched or held, the bench stays as the user left it."""
+    for smu in runtime.smus.values():
+        smu.close()
+    if runtime.vt is not None:
+        try:
+            runtime.vt.close()
+        except Exception as exc:  # noqa: BLE001 - closing must go on
+            log.error("closing VT: %s", exc)
+
+
+def _check_runtime(runtime: StationRuntime, checks: _Checks) -> None:
+    if runtime.spectrometer is not None:
+        _check_topspin(runtime.spectrometer, checks)
+    if runtime.vt is not None and runtime.station.vt is not None:
+        _check_vt(runtime.vt, checks)
+    for name, smu in runtime.smus.items():
+        _check_cycler(name, smu, runtime.station.cyclers[name], checks)
+
+
+def _check_topspin(driver: TopSpinDriver, checks: _Checks) -> None:
+    def heartbeat() -> tuple[bool, str]:
+        alive = driver.is_alive()
+        return alive, f"{driver.heartbeat_path} fresh" if alive else f"{driver.heartbeat_path} missing or stale"
+
+    if not checks.run("TopSpin", "heartbeat", heartbeat):
+        return
+
+    def ping() -> tuple[bool, str]:
+        start = time.monotonic()
+        driver.ping()
+        return True, f"job round trip {1000 * (time.monotonic() - start):.0f} ms"
+
+    if not checks.run("TopSpin", "job round trip", ping):
+        return
+
+    def scratch() -> tuple[bool, str]:
+        name = f"{SCRATCH_PREFIX}{os.getpid()}_{int(time.time())}"
+        if (driver.data_dir / name).exists():
+            return False, f"scratch name {name} already exists; not touched"
+        path = driver.create_dataset(name, 1)
+        created = path.is_dir()
+        driver.delete_dataset(name, 1)
+        gone = not (driver.data_dir / name).exists()
+        return created and gone, f"created and deleted {path}" if created and gone else \
+            f"{path}: created {created}, deleted {gone}"
+
+    checks.run("TopSpin", "scratch dataset", scratch)
+
+
+def _check_vt(vt: TemperatureController, checks: _Checks) -> None:
+    if not checks.run("VT", "identify", lambda: (True, vt.identify())):
+        return
+
+    def reading() -> tuple[bool, str]:
+        sensor_k = vt.read_sensor_k()
+        ok = vt.limits.min_k <= sensor_k <= vt.limits.max_k
+        return ok, f"sensor {sensor_k:.2f} K; probe limits {vt.limits.min_k:g}..{vt.limits.max_k:g} K"
+
+    checks.run("VT", "reading sane", reading)
+
+
+def _check_cycler(name: str, smu: Keithley2450, spec: CyclerSpec, checks: _Checks) -> None:
+    instrument = f"cycler {name}"
+    if not checks.run(instrument, "identify", lambda: (True, smu.identify())):
+        return
+
+    def output_off() -> tuple[bool, str]:
+        on = smu.output_is_on()
+        return (not on), "output off" if not on else "output is ON (in use?); selftest leaves it alone"
+
+    if not checks.run(instrument, "output off", output_off):
+        return
+
+    def ocv() -> tuple[bool, str]:
+        voltage_v, current_a, _ = smu.read()
+        ok = abs(current_a) <= OCV_CURRENT_MAX_A and spec.voltage_min_v <= voltage_v <= spec.voltage_max_v
+        return ok, (f"{voltage_v:.4f} V at {current_a:.2e} A (limits {spec.voltage_min_v:g}..{spec.voltage_max_v:g} V, "
+                    f"|I| <= {OCV_CURRENT_MAX_A:g} A)")
+
+    checks.run(instrument, "open-circuit voltage", ocv)
+
+
+def print_table(results: list[Check], console: Console, title: str) -> None:
+    """The checks as a table (instrument, check, result, detail)."""
+    table = Table(title=title)
+    for column in ("instrument", "check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    order = list(dict.fromkeys(r.instrument for r in results))
+    for r in sorted(results, key=lambda r: order.index(r.instrument)):
+        table.add_row(r.instrument, r.check, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+    console.print(table)
+
+
+def add_selftest_parser(sub: Any) -> None:
+    """The `selftest` subcommand's arguments."""
+    p = sub.add_parser("selftest", help="check every instrument of a station safely before a run; changes nothing")
+    p.add_argument("--station", required=True, help="station file (YAML)")
+    p.add_argument("--timeout", type=float, default=2.0, help="I/O timeout per instrument reply, real seconds")
+    p.set_defaults(func=cmd_selftest)
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passes, 1 on any failure, 2 for a bad station file."""
+    try:
+        station = load_station(args.station)
+    except InputError as exc:
+        print(f"exsylab: refused: {exc.message()}")
+        return EXIT_REFUSED
+    results = selftest(station, timeout_s=args.timeout)
+    console = Console(width=max(Console().width, 120))
+    print_table(results, console, f"selftest of {station.name}")
+    failed = [r for r in results if not r.ok]
+    if not results:
+        console.print("[red]the station lists no instruments[/red]")
+        return EXIT_FAILED
+    console.print(f"{len(results) - len(failed)} of {len(results)} checks passed")
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,0 +1,384 @@
+"""The fault matrix (docs/fault-matrix.md): one test per row, the real runner on the simulated station.
+
+Each test runs the Runner with open_station's simulators over their real wires (pty, loopback
+TCP, automation folder) in virtual time, injects one fault when a chosen step starts, and checks
+the outcome the matrix promises: the journal is consistent (nothing left 'running' unless the
+journal itself failed, failed steps carry a reason), the instruments are safe (cycler outputs
+off in the simulator, the VT holding with its ramp off) and a notification reached the
+notification command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from acquisition.control import Control
+from acquisition.cycler_lane import CyclerLane, limits_of
+from acquisition.journal import Journal
+from acquisition.nmr_lane import NmrLane
+from acquisition.notify import Notifier
+from acquisition.run_folder import RunFolder
+from acquisition.runner import Runner, RunResult
+from acquisition.station_runtime import StationRuntime, open_station
+from drivers.clock import VirtualClock
+from protocols import load_plan
+from protocols.plan import Acquire2D, CyclerStep, Step
+from protocols.station import NotificationSpec
+
+HEARTBEAT_TIMEOUT_S = 3.0  # a dead TopSpin side is noticed after this much silence (real seconds)
+
+EXSY = """kind: vt-exsy
+name: fm-exsy
+dataset: fm_exsy
+template: {name: fm_template, expno: 1}
+temperatures: [20 degC, 30 degC]
+mixing_times: [10 ms, 100 ms]
+acquisition: {ns: 2, ds: 0, td1: 4, td2: 256, d1: 0.5 s, t1_increment: 1 ms, sw: 100, sfo1: 73.578, mas_rate: 10 kHz}
+equilibration: {tolerance: 0.5 K, hold: 2 min, timeout: 30 min}
+expno: {start: 100, per_temperature_block: 10, on_collision: error}
+title: "{name}: T = {temperature_k:.1f} K, tmix = {mixing_time_s:g} s"
+on_vt_excursion: reacquire
+excursion_tolerance_k: 2.0
+"""
+
+CYCLING = """kind: cycling
+name: fm-cycling
+cell: {name: fm-cell, channel: ch1, active_mass: 1.5 mg, area: 0.785 cm2}
+sample_interval: 60 s
+steps:
+  - loop:
+      count: 2
+      steps:
+        - charge: {current_density: 0.132 mA/cm2, until: {specific_capacity: 60 mAh/g, voltage: 2.3 V}}
+        - discharge: {current_density: 0.132 mA/cm2, until: {voltage: 0.8 V, specific_capacity: 60 mAh/g}}
+limits: {voltage_min: 0.5 V, voltage_max: 3.5 V, current_max: 1 mA, capacity_max: 1000 mAh/g}
+"""
+
+
+@dataclass
+class Outcome:
+    """What a faulted run left behind."""
+
+    result: RunResult | None
+    error: BaseException | None
+    journal_path: Path
+    notifications: list[dict[str, Any]]
+    runtime: StationRuntime
+    steps: list[Any] = field(default_factory=list)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+
+    def status(self, index: int) -> str:
+        return next(s.status for s in self.steps if s.index == index)
+
+
+def _notifier_spec(path: Path) -> NotificationSpec:
+    script = f"import sys; open({str(path)!r}, 'a').write(sys.stdin.read().replace(chr(10), ' ') + chr(10))"
+    return NotificationSpec(command=[sys.executable, "-c", script])
+
+
+def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[StationRuntime, Runner], None],
+                   *, at: Callable[[Step], bool], keep_open: bool = False) -> Outcome:
+    """Run the protocols on the simulated station; call `inject` once, when the first step matching `at` starts."""
+    paths = []
+    for i, text in enumerate(protocols):
+        path = tmp_path / f"protocol-{i}.yaml"
+        path.write_text(text)
+        paths.append(path)
+    plan, station = load_plan(paths, None)
+    notify_file = tmp_path / "notifications.jsonl"
+    station.notifications = _notifier_spec(notify_file)
+    station.spectrometer.heartbeat_timeout_s = HEARTBEAT_TIMEOUT_S
+    folder = RunFolder(tmp_path / "run")
+    for sub in (folder.root, folder.cycler):
+        sub.mkdir(parents=True, exist_ok=True)
+    clock = VirtualClock(start=1_790_000_000.0)
+    cells = {s.channel: {"active_mass_g": 1.5e-3, "area_cm2": 0.785} for s in plan.steps if isinstance(s, CyclerStep)}
+    runtime = open_station(station, clock, folder.root, seed=3, cells=cells)
+    journal = Journal(folder.journal)
+    lanes: dict[str, Any] = {}
+    for lane, steps in plan.lanes.items():
+        first = steps[0]
+        if isinstance(first, CyclerStep):
+            lanes[lane] = CyclerLane(runtime.cycler_channel(first.channel, limits_of(first)),
+                                     folder.cycler / f"{first.cell}.csv", {"cell": first.cell})
+        else:
+            nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=True)
+            acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
+            runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
+            lanes[lane] = nmr
+    injected: list[int] = []
+    holder: dict[str, Runner] = {}
+
+    def on_step(step: Step, status: str) -> None:
+        if status == "running" and not injected and at(step):
+            injected.append(step.index)
+            inject(runtime, holder["runner"])
+
+    runner = Runner(plan, journal, lanes, clock, Control(folder), Notifier(station.notifications), on_step=on_step)
+    holder["runner"] = runner
+    result, error = None, None
+    try:
+        result = runner.run()
+    except Exception as exc:  # noqa: BLE001 - a failing journal ends run(); the test judges it
+        error = exc
+    finally:
+        for lane in lanes.values():
+            if isinstance(lane, CyclerLane):
+                lane.close()
+        if not keep_open:
+            runtime.close()
+        journal.close()
+    assert injected, "the fault was never injected: no step matched"
+    check = Journal(folder.journal)
+    try:
+        steps, datasets = check.steps(), check.datasets()
+    finally:
+        check.close()
+    notifications = [json.loads(line) for line in notify_file.read_text().splitlines()] if notify_file.exists() else []
+    return Outcome(result, error, folder.journal, notifications, runtime, steps, datasets)
+
+
+def _fast_vt_io(runtime: StationRuntime) -> None:
+    """A short serial timeout (real seconds) so a VT that stays silent fails the test quickly."""
+    runtime.vt._timeout_s = 0.1
+    runtime.vt._serial.timeout = 0.1
+
+
+def _fast_smu_io(runtime: StationRuntime, channel: str) -> None:
+    """A short VISA timeout (real seconds) so a lost cycler link fails the test quickly."""
+    smu = runtime.smus[channel]
+    smu.timeout_s = 0.2
+    smu._inst.timeout = 200
+
+
+def _kind(kind: str) -> Callable[[Step], bool]:
+    return lambda step: step.kind == kind
+
+
+def assert_consistent(outcome: Outcome, *, allow_running: bool = False) -> None:
+    """No step left running; every failed step says why; skipped steps name the failure."""
+    for step in outcome.steps:
+        if not allow_running:
+            assert step.status != "running", f"step {step.index} left running"
+        if step.status == "failed":
+            assert step.outcome.get("error"), f"failed step {step.index} carries no reason"
+        if step.status == "skipped":
+            assert "failed" in step.outcome.get("reason", "")
+
+
+def assert_cyclers_off(outcome: Outcome) -> None:
+    for name, sim in outcome.runtime.simulators.items():
+        if name.startswith("cycler:"):
+            assert not sim.output_on, f"{name} output left on"
+
+
+def assert_vt_holding(outcome: Outcome) -> None:
+    """The VT's last commands stopped the ramp and set a set point within the probe limits."""
+    vt_sim = outcome.runtime.simulators["vt"]
+    ramps = [c for c in vt_sim.commands if c.startswith("RAMP ")]
+    setpoints = [float(c.split(",")[1]) for c in vt_sim.commands if c.startswith("SETP ")]
+    assert ramps and ramps[-1].startswith("RAMP 1,0"), ramps[-3:]
+    assert setpoints and 173.0 <= setpoints[-1] <= 423.0
+
+
+def events_of(outcome: Outcome) -> list[str]:
+    return [n["event"] for n in outcome.notifications]
+
+
+# ---- VT (Lake Shore 336 on a pty) ---------------------------------------------------------
+
+def test_vt_serial_timeout_recovered_by_retry(tmp_path: Path) -> None:
+    def silence(rt: StationRuntime, runner: Runner) -> None:
+        _fast_vt_io(rt)
+        rt.simulators["vt"].inject("no_reply", count=2)
+
+    out = run_with_fault(tmp_path, [EXSY], silence, at=_kind("wait_stable"))
+    assert out.result.status == "done"
+    assert out.runtime.vt.retry_count >= 2
+    assert_consistent(out)
+    assert events_of(out) == ["run done"]
+
+
+def test_vt_garbled_reply_recovered_by_retry(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["vt"].inject("garbled", count=2),
+                         at=_kind("acquire_2d"))
+    assert out.result.status == "done"
+    assert out.runtime.vt.retry_count >= 2
+    assert all(d["status"] == "done" for d in out.datasets)
+    assert events_of(out) == ["run done"]
+
+
+def test_vt_port_vanishing_recovered_by_reconnect(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["vt"].inject("port_vanish", duration_s=3.0),
+                         at=_kind("wait_stable"))
+    assert out.result.status == "done"
+    assert out.runtime.vt.reconnect_count >= 1
+    assert_consistent(out)
+
+
+def test_vt_sensor_dropout_once_recovered_by_retry(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["vt"].inject("sensor_dropout", count=1),
+                         at=_kind("wait_stable"))
+    assert out.result.status == "done"
+    assert out.runtime.vt.retry_count >= 1
+
+
+def test_vt_silent_for_good_stops_run_safely(tmp_path: Path) -> None:
+    def silence(rt: StationRuntime, runner: Runner) -> None:
+        _fast_vt_io(rt)
+        rt.simulators["vt"].inject("no_reply")
+
+    out = run_with_fault(tmp_path, [EXSY, CYCLING], silence, at=_kind("wait_stable"))
+    assert out.result.status == "failed"
+    assert out.result.lanes["nmr"].status == "failed" and "Lake Shore" in out.result.lanes["nmr"].message
+    assert out.result.lanes["cycler:ch1"].status == "done"  # the cycler lane runs on
+    assert_consistent(out)
+    assert_cyclers_off(out)
+    assert "step failed" in events_of(out) and events_of(out)[-1] == "run failed"
+
+
+def test_vt_never_stable_stops_run_safely(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["vt"].inject("stuck_heater"),
+                         at=lambda s: s.kind == "move_temperature" and s.temperature_k > 300)
+    assert out.result.status == "failed"
+    failed = [s for s in out.steps if s.status == "failed"]
+    assert len(failed) == 1 and failed[0].kind == "wait_stable" and "stable" in failed[0].outcome["error"]
+    assert all(s.status == "skipped" for s in out.steps if s.index > failed[0].index)
+    assert_consistent(out)
+    assert_vt_holding(out)
+    assert "step failed" in events_of(out)
+
+
+def test_vt_sensor_dropout_for_good_stops_run_safely(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["vt"].inject("sensor_dropout"),
+                         at=_kind("acquire_2d"))
+    assert out.result.status == "failed"
+    failed = [s for s in out.steps if s.status == "failed"]
+    assert len(failed) == 1 and "invalid sensor" in failed[0].outcome["error"]
+    assert_consistent(out)
+    assert "step failed" in events_of(out)
+
+
+# ---- TopSpin (automation folder) ----------------------------------------------------------
+
+def test_topspin_side_dead_stops_run_safely(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["topspin"].inject("dead"),
+                         at=_kind("acquire_2d"))
+    assert out.result.status == "failed"
+    failed = [s for s in out.steps if s.status == "failed"]
+    assert len(failed) == 1 and "TopSpin" in failed[0].outcome["error"]
+    assert_consistent(out)
+    assert_vt_holding(out)
+    assert "step failed" in events_of(out)
+
+
+@pytest.mark.parametrize("fault, words", [("acq_error", "acquisition error"), ("spinning_failure", "spinning"),
+                                          ("disk_full", "disk full")])
+def test_topspin_acquisition_fault_marks_dataset_and_stops_run_safely(tmp_path: Path, fault: str, words: str) -> None:
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["topspin"].inject(fault),
+                         at=_kind("acquire_2d"))
+    assert out.result.status == "failed"
+    failed = [s for s in out.steps if s.status == "failed"]
+    assert len(failed) == 1 and failed[0].kind == "acquire_2d"
+    assert words in failed[0].outcome["error"].lower() or words in json.dumps(out.datasets).lower()
+    marked = [d for d in out.datasets if d["status"] == "failed"]
+    if fault != "disk_full":  # disk full already refuses to create the dataset: nothing to mark
+        assert marked and (Path(marked[0]["path"]) / "exsylab-status.txt").read_text().startswith("failed")
+    assert_consistent(out)
+    assert_vt_holding(out)
+    assert "step failed" in events_of(out)
+
+
+# ---- cycler (Keithley 2450 over loopback TCP) ---------------------------------------------
+
+@pytest.mark.parametrize("fault", ["drop_connection", "malformed"])
+def test_cycler_transient_fault_recovered_by_retry(tmp_path: Path, fault: str) -> None:
+    def once(rt: StationRuntime, runner: Runner) -> None:
+        _fast_smu_io(rt, "ch1")
+        rt.simulators["cycler:ch1"].inject(fault, count=1)
+
+    out = run_with_fault(tmp_path, [CYCLING], once, at=_kind("cycler_step"))
+    assert out.result.status == "done"
+    assert out.runtime.smus["ch1"].retry_count >= 1
+    assert_consistent(out)
+    assert_cyclers_off(out)
+
+
+def test_cycler_timeout_recovered_by_retry(tmp_path: Path) -> None:
+    def late(rt: StationRuntime, runner: Runner) -> None:
+        _fast_smu_io(rt, "ch1")
+        rt.simulators["cycler:ch1"].inject("timeout", count=1)
+
+    out = run_with_fault(tmp_path, [CYCLING], late, at=lambda s: s.kind == "cycler_step" and s.index == 1)
+    assert out.result.status == "done"
+    assert out.runtime.smus["ch1"].retry_count >= 1
+
+
+def test_cycler_connection_lost_stops_channel_only(tmp_path: Path) -> None:
+    # more drops than the driver retries: the step fails; the link is back in time for safe_off
+    def drop(rt: StationRuntime, runner: Runner) -> None:
+        _fast_smu_io(rt, "ch1")
+        rt.simulators["cycler:ch1"].inject("drop_connection", count=4)
+
+    out = run_with_fault(tmp_path, [EXSY, CYCLING], drop, at=lambda s: s.kind == "cycler_step" and s.index > 8)
+    assert out.result.status == "failed"
+    assert out.result.lanes["cycler:ch1"].status == "failed" and out.result.lanes["nmr"].status == "done"
+    assert_consistent(out)
+    assert_cyclers_off(out)
+    assert "step failed" in events_of(out)
+
+
+# ---- disk full ----------------------------------------------------------------------------
+
+def _fill_bdf(runtime: StationRuntime, runner: Runner) -> None:
+    """From now on every write of the cell's data file gets ENOSPC from the kernel (/dev/full)."""
+    lane = runner.executors["cycler:ch1"]
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, lane._writer._file.fileno())
+    finally:
+        os.close(full)
+
+
+def test_disk_full_writing_cycler_data_stops_channel(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY, CYCLING], _fill_bdf, at=lambda s: s.kind == "cycler_step" and s.index > 0)
+    assert out.result.lanes["cycler:ch1"].status == "failed"
+    assert out.result.lanes["nmr"].status == "done"
+    failed = [s for s in out.steps if s.status == "failed"]
+    assert len(failed) == 1 and "No space left" in failed[0].outcome["error"]
+    assert_consistent(out)
+    assert_cyclers_off(out)
+    assert "step failed" in events_of(out)
+
+
+def _fill_journal(runtime: StationRuntime, runner: Runner) -> None:
+    """From now on every write of the journal's WAL gets ENOSPC from the kernel (/dev/full)."""
+    wal = str(runner.journal.path) + "-wal"
+    fds = [int(fd) for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == wal]
+    assert fds, f"the journal's WAL {wal} is not open"
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(full, fd)
+    finally:
+        os.close(full)
+
+
+def test_disk_full_writing_journal_stops_run_safely(tmp_path: Path) -> None:
+    out = run_with_fault(tmp_path, [EXSY, CYCLING], _fill_journal, at=lambda s: s.kind == "acquire_2d")
+    failed_run = out.error is not None or (out.result is not None and out.result.status == "failed")
+    assert failed_run
+    if out.error is not None:
+        assert isinstance(out.error, sqlite3.Error) and "full" in str(out.error)
+    assert_consistent(out, allow_running=True)  # the journal could not take the last transitions
+    assert_cyclers_off(out)
+    assert_vt_holding(out)
+    assert any("journal" in json.dumps(n) for n in out.notifications)
