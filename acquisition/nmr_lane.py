@@ -156,7 +156,10 @@ class NmrLane:
             self._reestablish_temperature(step, ctx)
         expno = step.expno
         path = self.spectrometer.expno_dir(step.dataset, expno)
-        if expno_has_data(path):
+        tried = [d for d in ctx.journal.datasets() if d["idx"] == step.index and expno_has_data(Path(d["path"]))]
+        if tried:  # an earlier attempt (failed, partial, flagged) keeps its data: a fresh expno for this one
+            expno = self._fresh_expno(step)
+        elif expno_has_data(path):
             if step.on_collision == "error" and (step.dataset, expno) not in self._reserved_expnos:
                 raise StepFailed(f"{step.dataset}/{expno} already holds data; refusing to overwrite it", lane_fatal=True)
             expno = self._fresh_expno(step)

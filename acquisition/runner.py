@@ -176,9 +176,9 @@ class Runner:
         for step in steps:
             record = records.get(step.index)
             ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index)
-            if record is not None and record.status in ("done", "skipped"):
+            if record is not None and record.status == "done":
                 done += 1
-                continue
+                continue  # failed and skipped steps run again on resume: the user fixed the cause
             if record is not None and record.status == "running":
                 commit()
                 verdict = executor.reconcile(step, self._last_progress(step.index), ctx)

@@ -382,3 +382,66 @@ def test_disk_full_writing_journal_stops_run_safely(tmp_path: Path) -> None:
     assert_cyclers_off(out)
     assert_vt_holding(out)
     assert any("journal" in json.dumps(n) for n in out.notifications)
+
+
+# ---- VT excursion during an acquisition ---------------------------------------------------
+
+EXCURSION_EXSY = EXSY.replace("acquisition: {ns: 2, ds: 0, td1: 4, td2: 256, d1: 0.5 s,",
+                              "acquisition: {ns: 4, ds: 0, td1: 16, td2: 256, d1: 10 s,")
+
+
+def test_vt_excursion_during_an_acquisition_flags_the_dataset_and_reacquires_the_point(tmp_path: Path) -> None:
+    """A disturbance in the probe (set point pushed 8 K up for 5 min of clock time) mid-acquisition."""
+    import threading
+    import time as real_time
+
+    def disturb(rt: StationRuntime, runner: Runner) -> None:
+        model, clock = rt.simulators["vt"].model, rt.clock
+        normal_k = model.setpoint_k
+        model.setpoint_k = normal_k + 8.0
+        until = clock.now() + 300.0
+
+        def restore() -> None:  # the controller's own recovery, watching clock time
+            while clock.now() < until:
+                real_time.sleep(0.001)
+            model.setpoint_k = normal_k
+
+        threading.Thread(target=restore, daemon=True).start()
+
+    outcome = run_with_fault(tmp_path, [EXCURSION_EXSY], disturb, at=_kind("acquire_2d"))
+    assert outcome.result is not None and outcome.result.ok
+    assert_consistent(outcome)
+    first = [d for d in outcome.datasets if d["idx"] == outcome.steps[2].index]
+    statuses = sorted(d["status"] for d in first)
+    assert statuses == ["done", "flagged"], first
+    flagged = next(d for d in first if d["status"] == "flagged")
+    done = next(d for d in first if d["status"] == "done")
+    assert done["expno"] != flagged["expno"] and done["expno"] > 1000
+    assert (Path(flagged["path"]) / "exsylab-status.txt").read_text().startswith("flagged")
+    points = [(d["temperature_k"], d["mixing_time_s"]) for d in outcome.datasets if d["status"] == "done"]
+    assert len(points) == len(set(points)) == 4
+
+
+def test_after_a_spinning_failure_resume_acquires_the_failed_and_skipped_points(tmp_path: Path) -> None:
+    """Spinning fails: the lane stops safely. The user restores spinning and resumes: every point, once."""
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["topspin"].inject("spinning_failure"),
+                         at=_kind("acquire_2d"), keep_open=True)
+    try:
+        assert out.result.status == "failed"
+        out.runtime.simulators["topspin"].clear_faults()
+        plan, _ = load_plan([tmp_path / "protocol-0.yaml"], None)
+        journal = Journal(out.journal_path)
+        nmr = NmrLane(out.runtime.spectrometer, out.runtime.vt, simulated=True)
+        runner = Runner(plan, journal, {"nmr": nmr}, out.runtime.clock, Control(RunFolder(tmp_path / "run")),
+                        Notifier(NotificationSpec()))
+        assert runner.run().ok
+        datasets = journal.datasets()
+        events = journal.events(limit=1000)
+        journal.close()
+    finally:
+        out.runtime.close()
+    done = [(d["temperature_k"], d["mixing_time_s"]) for d in datasets if d["status"] == "done"]
+    assert sorted(done) == sorted({(s.temperature_k, s.mixing_time_s) for s in plan.steps if s.kind == "acquire_2d"})
+    # zg was refused, so the failed attempt left no data: its expno is used again; the journal keeps the story
+    assert [e["index"] for e in events if e["status"] == "failed"] == [2]
+    assert any(e["status"] == "skipped" for e in events) and len(datasets) == len(done)
