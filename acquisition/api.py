@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from analysis.cycling import LI2S_EQUILIBRIUM_V, summarize_cycling, write_cycle_csv
+from analysis.errors import AnalysisInputError
 from drivers.clock import Clock, RealClock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
@@ -15,8 +17,8 @@ from protocols.plan import Acquire2D, CyclerStep
 from protocols.station import StationSpec
 
 from . import control as control_mod
-from .bdf import cycle_summary, read_bdf, write_cycle_summary_csv
 from .control import Control, RunLock, runner_alive
+from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .cycler_lane import CyclerLane, limits_of
 from .journal import Journal
 from .nmr_lane import NmrLane
@@ -69,12 +71,40 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunF
     return folder, _execute(folder, plan, station, show_progress=show_progress, seed=int(meta.get("seed", 0)) + 1)
 
 
-def _make_clock(station: StationSpec, journal: Journal) -> Clock:
-    """Virtual time on the built-in simulated station; wall time (or an accelerated bench's time) otherwise."""
+def _make_clock(station: StationSpec, journal: Journal, folder: RunFolder) -> Clock:
+    """Virtual time on the built-in simulated station; wall time (or an accelerated bench's time) otherwise.
+
+    A resumed virtual run continues after the last moment anything was recorded, so that time in
+    the journal and the BDF files never runs backwards.
+    """
     if station.simulated:
-        last = journal.last_time()
-        return VirtualClock(start=last if last is not None else time.time())
+        recorded = [t for t in [journal.last_time(), *(_last_unix_time(p) for p in folder.cycler.glob("*.csv"))]
+                    if t is not None]
+        return VirtualClock(start=max(recorded) if recorded else time.time())
     return RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
+
+
+def _bdf_times(bdf: Path) -> tuple[float, float] | None:
+    """(test start, last sample) Unix times of a BDF file; None for a summary, an empty or a missing file."""
+    try:
+        columns = read_bdf(bdf)
+    except Exception:  # noqa: BLE001 - a summary CSV or a file cut short: not a clock source
+        return None
+    unix, test = columns.get(UNIX_TIME), columns.get(TEST_TIME)
+    if unix is None or test is None or not len(unix):
+        return None
+    return float(unix[0] - test[0]), float(unix[-1])
+
+
+def _last_unix_time(bdf: Path) -> float | None:
+    times = _bdf_times(bdf)
+    return times[1] if times else None
+
+
+def _test_start_unix_s(bdf: Path) -> float | None:
+    """A resumed cell keeps its test time: it started when its BDF file says."""
+    times = _bdf_times(bdf) if bdf.exists() else None
+    return times[0] if times else None
 
 
 def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progress: bool, seed: int) -> RunResult:
@@ -91,7 +121,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
     runtime = None
     lanes: dict[str, Any] = {}
     try:
-        clock = _make_clock(station, journal)
+        clock = _make_clock(station, journal, folder)
         cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
         runtime = open_station(station, clock, folder.root, seed=seed, cells=_cell_metadata(folder, cells))
         control = Control(folder)
@@ -101,9 +131,10 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
         for lane_name, steps in plan.lanes.items():
             first = steps[0]
             if isinstance(first, CyclerStep):
-                channel = runtime.cycler_channel(first.channel, limits_of(first))
+                bdf = folder.cycler / f"{first.cell}.csv"
+                channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
                 meta = _cell_metadata(folder, {first.channel: first})[first.channel]
-                lanes[lane_name] = CyclerLane(channel, folder.cycler / f"{first.cell}.csv", meta)
+                lanes[lane_name] = CyclerLane(channel, bdf, meta)
             else:
                 nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
                               overdue_factor=station.spectrometer.overdue_factor if station.spectrometer else 1.5)
@@ -167,9 +198,14 @@ def _write_outputs(folder: RunFolder, journal: Journal, plan: Plan, cells: dict[
         bdf = folder.cycler / f"{step.cell}.csv"
         mass_g = metadata[channel]["active_mass_g"]
         if bdf.exists() and mass_g:
-            rows = cycle_summary(read_bdf(bdf), mass_g)
-            write_cycle_summary_csv(rows, folder.cycler / f"{step.cell}.cycles.csv")
-            cycling[step.cell] = {"cycles": len(rows), "bdf": str(bdf)}
+            try:
+                summary, _ = summarize_cycling(bdf, mass_g, equilibrium_v=LI2S_EQUILIBRIUM_V)
+            except AnalysisInputError as exc:  # e.g. a channel stopped before its second sample
+                log.warning("no cycle summary for %s: %s", step.cell, exc)
+                continue
+            write_cycle_csv(summary["cycles"], folder.cycler / f"{step.cell}.cycles.csv")
+            cycling[step.cell] = {"cycles": summary["n_cycles"], "bdf": str(bdf),
+                                  "mean_coulombic_efficiency_pct": summary["average"]["coulombic_efficiency_pct"]}
     records = journal.steps()
     folder.write_json(SUMMARY_FILE, {
         "state": journal.meta().get("state"),

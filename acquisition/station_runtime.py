@@ -44,9 +44,9 @@ class StationRuntime:
     def simulated_spectrometer(self) -> bool:
         return "topspin" in self.simulators
 
-    def cycler_channel(self, channel: str, limits: CyclerLimits) -> CyclerChannel:
-        """A cycler channel with the protocol's limits, on the station's instrument."""
-        return CyclerChannel(channel, self.smus[channel], self.clock, limits)
+    def cycler_channel(self, channel: str, limits: CyclerLimits, test_start_unix_s: float | None = None) -> CyclerChannel:
+        """A cycler channel with the protocol's limits, on the station's instrument (test time from test_start)."""
+        return CyclerChannel(channel, self.smus[channel], self.clock, limits, test_start_unix_s=test_start_unix_s)
 
     def calibration_for(self, mas_rate_hz: float) -> MasCalibration | None:
         """The station's VT calibration for this MAS rate, if any, for the driver."""

@@ -1,8 +1,9 @@
 """Cycling summary of one Battery Data Format (BDF) CSV: capacities, coulombic efficiency, plateau.
 
-Columns are read by name (extra columns are ignored). Capacities come from integrating
-`Current / A` over `Test Time / s` (positive current = charge), so they do not depend on how a
-cycler resets its capacity counters. Each cycle starts with a charge; CE = discharge / charge.
+Columns are read by name (extra columns are ignored). Capacities come from the file's own
+capacity columns (the cycler's coulomb counting; counter resets are tolerated) or, when a file
+has none, from integrating `Current / A` over `Test Time / s` (positive current = charge).
+Each cycle starts with a charge; CE = discharge / charge.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import numpy as np
 from analysis.errors import AnalysisInputError
 
 REQUIRED = ("Test Time / s", "Voltage / V", "Current / A", "Cycle Count / 1")
+CHARGE_COLUMN, DISCHARGE_COLUMN = "Charging Capacity / Ah", "Discharging Capacity / Ah"
+LI2S_EQUILIBRIUM_V = 1.59
+"""Li2S <-> S equilibrium vs In-Li: the paper's 1.69 V activation plateau less its ~100 mV overpotential."""
 
 
 def load_bdf(path: Path | str) -> dict[str, np.ndarray]:
@@ -67,6 +71,30 @@ def _capacity_ah(time_s: np.ndarray, current_a: np.ndarray, sign: float) -> np.n
     return np.concatenate([[0.0], np.cumsum(steps)]) / 3600.0
 
 
+def _counted_capacities_ah(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cumulative charge and discharge Ah from the file's capacity columns, robust to counter resets.
+
+    The columns are the cycler's coulomb counting (exact across a resumed step, unlike
+    integrating current over a time gap); a counter that resets (a drop) adds nothing.
+    """
+    if CHARGE_COLUMN not in cols or DISCHARGE_COLUMN not in cols:
+        return None
+    out = []
+    for name in (CHARGE_COLUMN, DISCHARGE_COLUMN):
+        steps = np.clip(np.diff(cols[name]), 0.0, None)
+        out.append(np.concatenate([[0.0], np.cumsum(steps)]))
+    return out[0], out[1]
+
+
+def _mean_voltage(time_s: np.ndarray, voltage_v: np.ndarray, mask: np.ndarray) -> float | None:
+    """Time-weighted mean voltage over consecutive rows in `mask` (gaps between runs not counted)."""
+    both = mask[1:] & mask[:-1]
+    dt = np.diff(time_s)[both]
+    if dt.sum() <= 0:
+        return None
+    return float(np.sum(0.5 * (voltage_v[1:] + voltage_v[:-1])[both] * dt) / dt.sum())
+
+
 def plateau_voltage(voltage_v: np.ndarray, capacity_mah_g: np.ndarray, bin_v: float = 0.01) -> float | None:
     """Voltage where most capacity is passed (peak of the dQ/dV histogram), the plateau."""
     if voltage_v.size < 3 or capacity_mah_g[-1] - capacity_mah_g[0] <= 0:
@@ -90,11 +118,16 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
     mass = float(mass)
     t, v, i, cyc = cols["Test Time / s"], cols["Voltage / V"], cols["Current / A"], cols["Cycle Count / 1"]
     cycles, profiles = [], []
+    counted = _counted_capacities_ah(cols)
     for number in np.unique(cyc):
         sel = cyc == number
         ts, vs, cs = t[sel], v[sel], i[sel]
-        charge = _capacity_ah(ts, cs, +1.0) * 1000 / mass
-        discharge = _capacity_ah(ts, cs, -1.0) * 1000 / mass
+        if counted is not None:  # the cycler's own coulomb counts, from this cycle's first row
+            charge = (counted[0][sel] - counted[0][sel][0]) * 1000 / mass
+            discharge = (counted[1][sel] - counted[1][sel][0]) * 1000 / mass
+        else:
+            charge = _capacity_ah(ts, cs, +1.0) * 1000 / mass
+            discharge = _capacity_ah(ts, cs, -1.0) * 1000 / mass
         q_ch, q_dis = float(charge[-1]), float(discharge[-1])
         entry = {"cycle": int(number), "charge_mah_per_g": q_ch, "discharge_mah_per_g": q_dis,
                  "coulombic_efficiency_pct": 100 * q_dis / q_ch if q_ch > 0 else None}
@@ -102,6 +135,13 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
         entry["charge_plateau_v"] = plateau_voltage(vs[on_charge], charge[on_charge]) if on_charge.sum() > 2 else None
         entry["discharge_plateau_v"] = (plateau_voltage(vs[on_discharge], discharge[on_discharge])
                                         if on_discharge.sum() > 2 else None)
+        entry["mean_charge_voltage_v"] = _mean_voltage(ts, vs, on_charge)
+        entry["mean_discharge_voltage_v"] = _mean_voltage(ts, vs, on_discharge)
+        means = (entry["mean_charge_voltage_v"], entry["mean_discharge_voltage_v"])
+        entry["polarisation_v"] = 0.5 * (means[0] - means[1]) if None not in means else None
+        entry["activation_overpotential_v"] = (entry["charge_plateau_v"] - equilibrium_v
+                                               if equilibrium_v is not None and entry["charge_plateau_v"] is not None
+                                               else None)
         cycles.append(entry)
         for kind, mask, cap in (("charge", on_charge, charge), ("discharge", on_discharge, discharge)):
             if mask.sum() > 1:
@@ -127,3 +167,16 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
                "activation": activation}
     keep = {cycles[0]["cycle"], cycles[min(1, len(cycles) - 1)]["cycle"], cycles[-1]["cycle"]}
     return summary, [p for p in profiles if p["cycle"] in keep]
+
+
+def write_cycle_csv(cycles: list[dict], path: Path | str) -> None:
+    """The per-cycle table as CSV, written atomically (a reader never sees half a file)."""
+    path = Path(path)
+    if not cycles:
+        raise AnalysisInputError(f"{path}: no cycles to write")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="ascii", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(cycles[0]))
+        writer.writeheader()
+        writer.writerows(cycles)
+    tmp.replace(path)

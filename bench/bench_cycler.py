@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acquisition.bdf import BdfRecorder, BdfWriter, cycle_summary, read_bdf  # noqa: E402
+from acquisition.bdf import BdfRecorder, BdfWriter  # noqa: E402
+from analysis.cycling import summarize_cycling  # noqa: E402
 from drivers.clock import VirtualClock  # noqa: E402
 from drivers.cycler import CyclerChannel, CyclerLimits, fixed_capacity_steps, run_steps  # noqa: E402
 from drivers.keithley2450 import Keithley2450  # noqa: E402
@@ -41,7 +42,7 @@ def main() -> None:
             results = run_steps(channel, steps,
                                 lambda k, spec: recorder.begin_step(spec.mode, 1 if spec.mode == "charge" else 2))
         wall_s = time.perf_counter() - t0
-        summary = cycle_summary(read_bdf(path), ACTIVE_MASS_G)
+        summary = summarize_cycling(path, ACTIVE_MASS_G)[0]["cycles"]
     channel.off()
     smu.close()
     sim.stop()
@@ -53,7 +54,7 @@ def main() -> None:
     print(f"  wall time          {wall_s:8.2f} s")
     print(f"  samples            {samples:8d}  ({samples / wall_s:.0f} samples/s, {1e6 * wall_s / samples:.0f} us/sample)")
     print(f"  worst capacity end {100 * cap_err:8.4f} %   worst cut-off end {1000 * v_err:.2f} mV")
-    print(f"  last cycle         {summary[-1]['discharge_capacity_mah_g']:.1f} mAh/g discharged, "
+    print(f"  last cycle         {summary[-1]['discharge_mah_per_g']:.1f} mAh/g discharged, "
           f"CE {summary[-1]['coulombic_efficiency_pct']:.2f} %")
 
 

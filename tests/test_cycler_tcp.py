@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from acquisition.bdf import (CHARGE_AH, CURRENT, DISCHARGE_AH, STEP_COUNT, TEST_TIME, BdfRecorder,
-                             BdfWriter, cycle_summary, read_bdf)
+                             BdfWriter, read_bdf)
+from analysis.cycling import LI2S_EQUILIBRIUM_V, summarize_cycling
 from drivers.clock import VirtualClock
 from drivers.cycler import (CyclerChannel, CyclerCommunicationError, CyclerLimits, CyclerSafetyTrip, CyclerSample,
                             CyclerStepSpec, fixed_capacity_steps, run_steps)
@@ -97,9 +98,9 @@ def test_example_fixed_capacity_protocol_hits_targets_and_bdf_agrees(bench: Benc
     assert np.all(np.diff(cols[CHARGE_AH]) >= 0) and np.all(np.diff(cols[DISCHARGE_AH]) >= 0)
     assert np.all(np.diff(cols[TEST_TIME]) >= 0)
 
-    summary = cycle_summary(cols, SMALL_MASS_G)
-    assert [round(r["charge_capacity_mah_g"], 1) for r in summary] == [200.0, 300.0, 400.0, 500.0, 600.0,
-                                                                      600.0, 600.0, 600.0]
+    summary = summarize_cycling(path, SMALL_MASS_G, equilibrium_v=LI2S_EQUILIBRIUM_V)[0]["cycles"]
+    assert [round(r["charge_mah_per_g"], 1) for r in summary] == [200.0, 300.0, 400.0, 500.0, 600.0,
+                                                                 600.0, 600.0, 600.0]
     assert all(90.0 < r["coulombic_efficiency_pct"] < 100.0 for r in summary)
     assert summary[-1]["coulombic_efficiency_pct"] > summary[0]["coulombic_efficiency_pct"]
     assert all(1.6 < r["mean_charge_voltage_v"] < 1.9 and 1.3 < r["mean_discharge_voltage_v"] < 1.6

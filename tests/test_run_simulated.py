@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import nmrglue as ng
+import numpy as np
 import pytest
 import yaml
 
@@ -247,6 +248,8 @@ def test_a_cycler_step_killed_midway_continues_from_the_capacity_in_the_bdf_file
     events = Journal(run_dir / "journal.sqlite").events(limit=1000)
     continued = [e for e in events if e["status"] == "resume_continue"]
     assert continued and continued[0]["index"] == 2 and continued[0]["detail"]["capacity_passed_ah"] > 0
+    cols = read_bdf(bdf)
+    assert np.all(np.diff(cols["Test Time / s"]) >= 0) and np.all(np.diff(cols["Unix Time / s"]) >= 0)
     rows = (run_dir / "cycler" / "test-cell.cycles.csv").read_text().splitlines()[1:]
     charges = [float(r.split(",")[1]) for r in rows]
     assert charges == [pytest.approx(200.0, rel=1e-3), pytest.approx(300.0, rel=1e-3)]
