@@ -212,6 +212,11 @@ class NmrLane:
                     raise StepFailed(f"sample temperature {reading_k:.2f} K left {step.temperature_k:.2f} ± "
                                      f"{step.excursion_tolerance_k:g} K during {name}/{expno}; acquisition stopped")
             if ctx.should_stop():
+                if step.on_stop == "finish":  # the protocol asks to let a running 2D complete
+                    if not watch.get("finishing"):
+                        watch["finishing"] = True
+                        ctx.note("stop_requested", expno=expno, policy="finish the running acquisition")
+                    return
                 self.spectrometer.stop_acquisition()
                 raise StopRequested()
 

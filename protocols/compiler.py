@@ -128,7 +128,7 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
                 ns=acq.ns, ds=acq.ds, td1=acq.td1, td2=acq.td2, d1_s=acq.d1_s, in0_s=acq.t1_increment_s,
                 sw_ppm=acq.sw_ppm, sfo1_mhz=acq.sfo1_mhz, fn_mode=acq.fn_mode, pulprog=acq.pulprog,
                 mas_rate_hz=acq.mas_rate_hz, title=title, on_collision=p.expno.on_collision,
-                on_vt_excursion=p.on_vt_excursion, excursion_tolerance_k=p.excursion_tolerance_k,
+                on_vt_excursion=p.on_vt_excursion, excursion_tolerance_k=p.excursion_tolerance_k, on_stop=p.on_stop,
                 tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
             n_acq += 1
     expnos = [s.expno for s in steps if isinstance(s, Acquire2D)]

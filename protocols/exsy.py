@@ -52,6 +52,9 @@ class ExsyAcquisition(FileModel):
     fn_mode: Literal[1, 2, 3, 4, 5, 6] = Field(5, alias="fnmode", description="F1 quadrature (5 = States-TPPI)")
     pulprog: str = Field("noesyph", pattern=r"^[A-Za-z0-9_.+-]{1,64}$")
     mas_rate_hz: Hertz = Field(10_000.0, alias="mas_rate", ge=0, le=150_000)
+    sites_ppm: list[float] | None = Field(
+        None, alias="sites", min_length=1, description="expected shifts (ppm): F1 must be wide enough not to fold them"
+    )
 
     @property
     def aq_s(self) -> float:
@@ -71,6 +74,15 @@ class ExsyAcquisition(FileModel):
                 f"({sw1_hz / self.sfo1_mhz:.3g} ppm): absurd, at least {MIN_F1_SPECTRAL_WIDTH_HZ:g} Hz is needed "
                 "(did you mean ms?)"
             )
+        if self.sites_ppm is not None:
+            span_ppm = max(self.sites_ppm) - min(self.sites_ppm)
+            sw1_ppm = sw1_hz / self.sfo1_mhz
+            if span_ppm >= sw1_ppm:
+                raise ValueError(
+                    f"t1_increment {self.t1_increment_s * 1e3:g} ms gives an F1 width of {sw1_ppm:.3g} ppm, less than "
+                    f"the {span_ppm:.3g} ppm between the sites {self.sites_ppm}: peaks would fold in F1 "
+                    f"(at most {1e3 / (span_ppm * self.sfo1_mhz):.3g} ms)"
+                )
         return self
 
 
@@ -129,6 +141,9 @@ class VtExsyProtocol(FileModel):
     title: str = Field("{name}: T = {temperature_k:.1f} K, tmix = {mixing_time_s:g} s", max_length=400)
     on_vt_excursion: Literal["flag", "reacquire", "stop"] = "reacquire"
     excursion_tolerance_k: float = Field(2.0, gt=0, le=50, description="K off the target during an acquisition")
+    on_stop: Literal["halt", "finish"] = Field(
+        "halt", description="a stop request during an acquisition: halt it (kept, marked partial) or let it finish"
+    )
 
     @model_validator(mode="after")
     def _grid_given_once(self) -> "VtExsyProtocol":

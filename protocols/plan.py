@@ -55,6 +55,7 @@ class Acquire2D(_Step):
     on_collision: Literal["error", "next-free"]
     on_vt_excursion: Literal["flag", "reacquire", "stop"]
     excursion_tolerance_k: float
+    on_stop: Literal["halt", "finish"] = "halt"
     tolerance_k: float
     hold_s: float
     timeout_s: float

@@ -32,6 +32,7 @@ from drivers.clock import VirtualClock
 from protocols import load_plan
 from protocols.plan import Acquire2D, CyclerStep, Step
 from protocols.station import NotificationSpec
+from drivers.bruker_params import dataset_complete
 
 HEARTBEAT_TIMEOUT_S = 3.0  # a dead TopSpin side is noticed after this much silence (real seconds)
 
@@ -445,3 +446,36 @@ def test_after_a_spinning_failure_resume_acquires_the_failed_and_skipped_points(
     # zg was refused, so the failed attempt left no data: its expno is used again; the journal keeps the story
     assert [e["index"] for e in events if e["status"] == "failed"] == [2]
     assert any(e["status"] == "skipped" for e in events) and len(datasets) == len(done)
+
+
+@pytest.mark.parametrize("policy", ["halt", "finish"])
+def test_stop_during_an_acquisition_halts_it_or_lets_it_finish_as_the_protocol_says(tmp_path: Path, policy: str) -> None:
+    from acquisition.control import request
+
+    import threading
+    import time as real_time
+
+    def stop_once_acquiring(rt: StationRuntime, runner: Runner) -> None:
+        started = rt.clock.now()
+
+        def watch() -> None:  # `exsylab stop` from another terminal, once the acquisition's clock runs
+            while rt.clock.now() < started + 1.0:
+                real_time.sleep(0.001)
+            request(RunFolder(tmp_path / "run"), "stop")
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    protocol = EXCURSION_EXSY.replace("on_vt_excursion: reacquire", f"on_vt_excursion: reacquire\non_stop: {policy}")
+    out = run_with_fault(tmp_path, [protocol], stop_once_acquiring, at=_kind("acquire_2d"))
+    assert out.result.status == "stopped"
+    assert_consistent(out)
+    assert_vt_holding(out)
+    first = out.steps[2]
+    (dataset,) = [d for d in out.datasets if d["idx"] == first.index]
+    if policy == "halt":
+        assert first.status == "pending" and dataset["status"] == "partial"
+        assert (Path(dataset["path"]) / "exsylab-status.txt").read_text().startswith("partial")
+    else:
+        assert first.status == "done" and dataset["status"] == "done"
+        assert dataset_complete(Path(dataset["path"]))
+    assert all(s.status == "pending" for s in out.steps[3:])

@@ -111,6 +111,7 @@ BAD_EDITS = {
     "temperature beyond probe": (EXSY, lambda d: d.__setitem__("temperatures", ["20 degC", "250 degC"]), "temperatures[1]"),
     "zero mixing time": (EXSY, lambda d: d.__setitem__("mixing_times", ["0 s", "1 s"]), "mixing_times[0]"),
     "absurd t1 increment": (EXSY, lambda d: d["acquisition"].__setitem__("t1_increment", "8000 ms"), "spectral width"),
+    "t1 increment folding the sites": (EXSY, lambda d: d["acquisition"].__setitem__("t1_increment", "8 ms"), "fold in F1"),
     "specific capacity above Li2S": (CYCLING, lambda d: d["steps"][1]["loop"]["steps"][0]["charge"]["until"].__setitem__(
         "specific_capacity", "1200 mAh/g"), "theoretical capacity"),
     "current above range": (CYCLING, lambda d: d["limits"].__setitem__("current_max", "500 mA"), "instrument's range"),
