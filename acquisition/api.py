@@ -123,7 +123,8 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
     try:
         clock = _make_clock(station, journal, folder)
         cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
-        runtime = open_station(station, clock, folder.root, seed=seed, cells=_cell_metadata(folder, cells))
+        cell_meta = _cell_metadata(folder, cells)
+        runtime = open_station(station, clock, folder.root, seed=seed, cells=cell_meta)
         control = Control(folder)
         control_mod.request(folder, "run")
         control.install_sigint()
@@ -133,7 +134,8 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
             if isinstance(first, CyclerStep):
                 bdf = folder.cycler / f"{first.cell}.csv"
                 channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
-                meta = _cell_metadata(folder, {first.channel: first})[first.channel]
+                meta = {**cell_meta[first.channel], "instrument": runtime.smus[first.channel].identify(),
+                        "resource": station.cyclers[first.channel].resource}
                 lanes[lane_name] = CyclerLane(channel, bdf, meta)
             else:
                 nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
@@ -154,7 +156,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
                 result = runner.run()
         else:
             result = runner.run()
-        _write_outputs(folder, journal, plan, cells)
+        _write_outputs(folder, journal, cells, cell_meta)
         return result
     finally:
         for lane in lanes.values():
@@ -170,6 +172,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
 
 
 def _cell_metadata(folder: RunFolder, cells: dict[str, CyclerStep]) -> dict[str, dict[str, Any]]:
+    """Per channel: the cell as its protocol describes it (for the BDF metadata and the simulated cell)."""
     out = {}
     for channel, step in cells.items():
         protocol = next((p for p in (load_protocol(c) for c in folder.protocol_copies())
@@ -183,7 +186,8 @@ def _cell_metadata(folder: RunFolder, cells: dict[str, CyclerStep]) -> dict[str,
     return out
 
 
-def _write_outputs(folder: RunFolder, journal: Journal, plan: Plan, cells: dict[str, CyclerStep]) -> None:
+def _write_outputs(folder: RunFolder, journal: Journal, cells: dict[str, CyclerStep],
+                   metadata: dict[str, dict[str, Any]]) -> None:
     """datasets.json (links to every TopSpin dataset), per-cell cycle summaries, summary.json."""
     folder.write_json(DATASETS_FILE, [
         {"dataset_dir": str(Path(d["path"]).parent.parent), "name": d["dataset"], "expno": d["expno"],
@@ -193,7 +197,6 @@ def _write_outputs(folder: RunFolder, journal: Journal, plan: Plan, cells: dict[
         for d in journal.datasets()
     ])
     cycling = {}
-    metadata = _cell_metadata(folder, cells)
     for channel, step in cells.items():
         bdf = folder.cycler / f"{step.cell}.csv"
         mass_g = metadata[channel]["active_mass_g"]

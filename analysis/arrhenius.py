@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.constants import physical_constants
 
 from analysis.errors import AnalysisFitError
 
-BOLTZMANN_EV_PER_K = 8.617333262e-5
+BOLTZMANN_EV_PER_K = physical_constants["Boltzmann constant in eV/K"][0]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.constants import physical_constants
 
-BOLTZMANN_EV_PER_K = 8.617333262e-5
+BOLTZMANN_EV_PER_K = physical_constants["Boltzmann constant in eV/K"][0]
 
 
 @dataclass(frozen=True)

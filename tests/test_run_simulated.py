@@ -80,6 +80,9 @@ def test_series_and_cycling_run_concurrently_and_match_the_plan(tmp_path: Path) 
     bdf = run_dir / "cycler" / "test-cell.csv"
     summary = (run_dir / "cycler" / "test-cell.cycles.csv").read_text().splitlines()
     assert bdf.exists() and len(summary) == 3  # header + two cycles
+    metadata = json.loads((run_dir / "cycler" / "test-cell.json").read_text())
+    assert "2450" in metadata["instrument"] and metadata["active_mass_g"] == pytest.approx(0.5e-3)
+    assert metadata["protocol"] == "short-cycling" and metadata["area_cm2"] == pytest.approx(0.785)
 
 
 def _hashes(data_dir: Path) -> dict[str, str]:
