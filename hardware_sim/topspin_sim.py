@@ -145,7 +145,7 @@ class SimulatedTopSpin:
 
     def _start_thread(self) -> None:
         argv = ["--automation", str(self.automation_dir), "--data", str(self.data_dir),
-                "--poll", repr(self.poll_real_s)]
+                "--poll", repr(self.poll_real_s), "--announce", "no"]
         self._thread = threading.Thread(target=script.main, args=(argv,), kwargs={"api": self.api},
                                         name="sim-topspin-script", daemon=True)
         self._thread.start()

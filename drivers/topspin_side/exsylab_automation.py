@@ -362,8 +362,8 @@ class Automation(object):
 
 
 def parse_args(argv):
-    """Options: --automation DIR, --data DIR, --poll S, --sim-kernel HOST:PORT (simulator only)."""
-    options = {"automation": DEFAULT_AUTOMATION_DIR, "data": None, "poll": "0.05", "sim-kernel": None}
+    """Options: --automation DIR, --data DIR, --poll S, --announce yes|no, --sim-kernel HOST:PORT (simulator only)."""
+    options = {"automation": DEFAULT_AUTOMATION_DIR, "data": None, "poll": "0.05", "announce": "yes", "sim-kernel": None}
     index = 0
     while index < len(argv):
         key = argv[index].lstrip("-")
@@ -392,7 +392,8 @@ def main(argv=None, namespace=None, api=None):
     data_dir = options["data"]
     if data_dir is None:
         data_dir = api.CURDATA()[3]
-    print("exsylab automation: serving %s (data %s)" % (options["automation"], data_dir))
+    if options["announce"] != "no":  # on TopSpin's console; the in-process simulator stays quiet
+        print("exsylab automation: serving %s (data %s)" % (options["automation"], data_dir))
     Automation(api, options["automation"], data_dir, float(options["poll"])).serve()
 
 
