@@ -156,6 +156,7 @@ def simulated_station() -> StationSpec:
                 "driver": "lakeshore336",
                 "port": "sim://vt",
                 "limits": {"min_k": 173.0, "max_k": 423.0, "max_ramp_k_per_min": 5.0},
+                "settle_estimate_s": 45.0,  # the simulated probe enters a 0.5 K band 40-50 s after a ramp
                 "calibration": [{"mas_rate_hz": 10_000.0, "thermometer": "simulated",
                                  "points": [[173.0, 173.0 + SIMULATED_MAS_HEATING_K], [423.0, 423.0 + SIMULATED_MAS_HEATING_K]]}],
             },
