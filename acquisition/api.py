@@ -24,6 +24,7 @@ from .journal import Journal
 from .nmr_lane import NmrLane
 from .notify import Notifier
 from .progress import ProgressView, eta_from_records
+from .report import write_report
 from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder, restore_secrets
 from .runner import Runner, RunResult
 from .station_runtime import open_station
@@ -209,6 +210,7 @@ def _write_outputs(folder: RunFolder, journal: Journal, cells: dict[str, CyclerS
             write_cycle_csv(summary["cycles"], folder.cycler / f"{step.cell}.cycles.csv")
             cycling[step.cell] = {"cycles": summary["n_cycles"], "bdf": str(bdf),
                                   "mean_coulombic_efficiency_pct": summary["average"]["coulombic_efficiency_pct"]}
+    write_report(folder, journal, cycling)
     records = journal.steps()
     folder.write_json(SUMMARY_FILE, {
         "state": journal.meta().get("state"),

@@ -62,6 +62,7 @@ def _report(folder, result, console: Console) -> int:
         console.print(f"datasets: {done} complete of {len(status['datasets'])} written (see datasets.json)")
     for failure in status["failed"]:
         console.print(f"[red]failed step {failure['index']} ({failure['label']}): {failure['error']}[/red]")
+    console.print(f"the full account: {folder.root / 'report.md'}")
     if result.status != "done":
         print(f"exsylab: run {result.status}; see {folder.root}/logs/run.log and `exsylab status {folder.root}`",
               file=sys.stderr)

@@ -25,6 +25,7 @@ from acquisition.cycler_lane import CyclerLane, limits_of
 from acquisition.journal import Journal
 from acquisition.nmr_lane import NmrLane
 from acquisition.notify import Notifier
+from acquisition.report import build_report
 from acquisition.run_folder import RunFolder
 from acquisition.runner import Runner, RunResult
 from acquisition.station_runtime import StationRuntime, open_station
@@ -289,6 +290,12 @@ def test_topspin_acquisition_fault_marks_dataset_and_stops_run_safely(tmp_path: 
     assert out.result.status == "failed"
     failed = [s for s in out.steps if s.status == "failed"]
     assert len(failed) == 1 and failed[0].kind == "acquire_2d"
+    journal = Journal(out.journal_path)
+    try:
+        report = build_report(RunFolder(tmp_path / "run"), journal, {})
+    finally:
+        journal.close()
+    assert f"step {failed[0].index} ({failed[0].label}) **failed**" in report and "skipped after their lane failed" in report
     assert words in failed[0].outcome["error"].lower() or words in json.dumps(out.datasets).lower()
     marked = [d for d in out.datasets if d["status"] == "failed"]
     if fault != "disk_full":  # disk full already refuses to create the dataset: nothing to mark

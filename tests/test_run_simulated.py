@@ -79,6 +79,8 @@ def test_series_and_cycling_run_concurrently_and_match_the_plan(tmp_path: Path) 
     bdf = run_dir / "cycler" / "test-cell.csv"
     summary = (run_dir / "cycler" / "test-cell.cycles.csv").read_text().splitlines()
     assert bdf.exists() and len(summary) == 3  # header + two cycles
+    report = (run_dir / "report.md").read_text()
+    assert "Nothing: every step finished" in report and "short_exsy/15" in report and "test-cell: 2 cycles" in report
     metadata = json.loads((run_dir / "cycler" / "test-cell.json").read_text())
     assert "2450" in metadata["instrument"] and metadata["active_mass_g"] == pytest.approx(0.5e-3)
     assert metadata["protocol"] == "short-cycling" and metadata["area_cm2"] == pytest.approx(0.785)
@@ -124,6 +126,10 @@ def test_sigkill_at_random_moments_then_resume_acquires_every_point_once(tmp_pat
         assert all(final.get(k) == v for k, v in seen.items()), "a dataset was overwritten"
         _assert_every_point_once(run_dir, MEDIUM)
         assert run_status(run_dir)["steps"]["running"] == 0
+        report = (run_dir / "report.md").read_text()
+        for d in json.loads((run_dir / "datasets.json").read_text()):
+            if d["status"] == "partial":  # every interrupted acquisition is accounted for
+                assert f"{d['name']}/{d['expno']} is **partial**" in report
 
 
 def _poll(predicate, timeout_s: float = 20.0) -> bool:

@@ -1,0 +1,104 @@
+"""The run report: on Monday, one file that says what was acquired and everything that went wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .journal import Journal
+from .progress import format_duration
+from .run_folder import RunFolder, write_atomic
+
+REPORT_FILE = "report.md"
+# journal events worth a line in the account of what happened
+NOTABLE_EVENTS = {
+    "vt_excursion": "sample temperature left the band during an acquisition",
+    "reacquire": "point acquired again after an excursion",
+    "partial": "interrupted acquisition kept and marked partial",
+    "resume_continue": "cycler step continued after a restart",
+    "reestablish_temperature": "VT set point sent again after a restart",
+    "stop_requested": "stop requested; the running acquisition was let finish",
+    "paused": "paused",
+}
+
+
+def _when(unix_s: float | None) -> str:
+    return dt.datetime.fromtimestamp(unix_s).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if unix_s else "-"
+
+
+def _retries(log_path: Path) -> Counter[str]:
+    """Retried transient faults per logger, counted from the run log."""
+    counts: Counter[str] = Counter()
+    if log_path.exists():
+        for line in log_path.read_text(errors="replace").splitlines():
+            if " WARNING " in line and "retry" in line.lower():
+                counts[line.split(" WARNING ", 1)[1].split(" ", 1)[0]] += 1
+    return counts
+
+
+def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -> str:
+    """Markdown: state, steps, datasets with their status, problems, notable events, retries, cycling."""
+    steps = journal.steps()
+    meta = journal.meta()
+    datasets = journal.datasets()
+    started = [s.started_at for s in steps if s.started_at]
+    ended = [s.ended_at for s in steps if s.ended_at]
+    counts = Counter(s.status for s in steps)
+    lines = [f"# Run report: {folder.root.name}", "",
+             f"- state: **{meta.get('state', 'unknown')}**",
+             f"- instrument time: {_when(min(started) if started else None)} to {_when(max(ended) if ended else None)}"
+             + (f" ({format_duration(max(ended) - min(started))})" if started and ended else ""),
+             "- steps: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "failed", "skipped", "pending", "running")),
+             ""]
+    if datasets:
+        lines += ["## Datasets", "", "| expno | T target / K | T sample / K | tmix / s | status | note |",
+                  "|---|---|---|---|---|---|"]
+        for d in sorted(datasets, key=lambda d: (d["dataset"], d["expno"])):
+            sample = f"{d['sample_temperature_k']:.2f}" if d["sample_temperature_k"] is not None else "-"
+            lines.append(f"| {d['dataset']}/{d['expno']} | {d['temperature_k']:.2f} | {sample} | "
+                         f"{d['mixing_time_s']:g} | {d['status']} | {d['note'] or ''} |")
+        lines.append("")
+    problems = [s for s in steps if s.status in ("failed", "running")]
+    unusable = [d for d in datasets if d["status"] in ("partial", "flagged", "failed")]
+    lines += ["## What went wrong", ""]
+    if not problems and not unusable and counts.get("skipped", 0) == 0:
+        lines.append("Nothing: every step finished and every dataset is complete.")
+    for s in problems:
+        reason = s.outcome.get("error", "still running when the runner stopped") if s.status == "failed" else \
+            "left running: the runner stopped during it (resume reconciles it)"
+        lines.append(f"- step {s.index} ({s.label}) **{s.status}**: {reason}")
+    if counts.get("skipped", 0):
+        lines.append(f"- {counts['skipped']} step(s) skipped after their lane failed; `exsylab resume` runs them")
+    for d in unusable:
+        lines.append(f"- dataset {d['dataset']}/{d['expno']} is **{d['status']}** (kept, marked in "
+                     f"exsylab-status.txt): {d['note'] or ''}")
+    lines.append("")
+    notable = [e for e in journal.events(limit=100_000) if e["status"] in NOTABLE_EVENTS]
+    if notable:
+        lines += ["## Events", ""]
+        for e in notable:
+            detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
+            step = f"step {e['index']}: " if e["index"] is not None else ""
+            lines.append(f"- {_when(e['at'])}: {step}{NOTABLE_EVENTS[e['status']]} ({detail})")
+        lines.append("")
+    retries = _retries(folder.logs / "run.log")
+    if retries:
+        lines += ["## Transient faults recovered by retry", ""]
+        lines += [f"- {logger}: {n}" for logger, n in sorted(retries.items())] + [""]
+    if cycling:
+        lines += ["## Cycling", ""]
+        for cell, info in cycling.items():
+            ce = info.get("mean_coulombic_efficiency_pct")
+            lines.append(f"- {cell}: {info['cycles']} cycles" + (f", mean coulombic efficiency {ce:.2f} %" if ce else "")
+                         + f"; data in {Path(info['bdf']).name}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -> Path:
+    """Write RUN_DIR/report.md (atomically) and return its path."""
+    path = folder.root / REPORT_FILE
+    write_atomic(path, build_report(folder, journal, cycling))
+    return path
