@@ -21,13 +21,13 @@ from .control import Control, RunLock, runner_alive
 from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .cycler_lane import CyclerLane, limits_of
 from .journal import Journal
-from .nmr_lane import NmrLane
+from .nmr_lane import NmrLane, planned_collisions
 from .notify import Notifier
 from .progress import ProgressView, eta_from_records
 from .report import write_report
 from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder, restore_secrets
 from .runner import Runner, RunResult
-from .station_runtime import open_station
+from .station_runtime import open_station, spectrometer_folders
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
         clock = _make_clock(station, journal, folder)
         cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
         cell_meta = _cell_metadata(folder, cells)
+        _refuse_collisions(folder, plan, station, journal)
         runtime = open_station(station, clock, folder.root, seed=seed, cells=cell_meta)
         control = Control(folder)
         control_mod.request(folder, "run")
@@ -144,11 +145,6 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
                 acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
                 if acquisitions:
                     runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
-                done = {r.index for r in journal.steps() if r.status != "pending"}
-                problems = nmr.check_collisions([s for s in acquisitions if s.index not in done])
-                if problems:
-                    raise InputError(folder.root, "expno", MISSING,
-                                     f"refusing to overwrite: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
                 lanes[lane_name] = nmr
         view = ProgressView(plan, clock, journal.steps()) if show_progress else None
         runner = Runner(plan, journal, lanes, clock, control, notifier, on_step=view.on_step if view else None)
@@ -170,6 +166,19 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
         root_logger.setLevel(previous_level)
         handler.close()
         lock.release()
+
+
+def _refuse_collisions(folder: RunFolder, plan: Plan, station: StationSpec, journal: Journal) -> None:
+    """An expno of a step yet to run that already holds data is refused before any instrument is opened."""
+    acquisitions = [s for s in plan.steps if isinstance(s, Acquire2D)]
+    if not acquisitions:
+        return
+    started = {r.index for r in journal.steps() if r.status != "pending"}
+    _, data_dir = spectrometer_folders(station, folder.root)
+    problems = planned_collisions(data_dir, [s for s in acquisitions if s.index not in started])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(folder.root, "expno", MISSING, f"refusing to overwrite: {problems[0]}{more}")
 
 
 def _cell_metadata(folder: RunFolder, cells: dict[str, CyclerStep]) -> dict[str, dict[str, Any]]:

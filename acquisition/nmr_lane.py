@@ -35,6 +35,16 @@ VT_POLL_S = 10.0  # clock seconds between VT readings while waiting for stabilit
 EXCURSION_POLL_S = 60.0  # clock seconds between VT readings while an acquisition runs
 
 
+def planned_collisions(data_dir: Path, steps: list[Acquire2D]) -> list[str]:
+    """Planned expnos that already hold data under an 'error' policy: checked before any instrument is opened."""
+    problems = []
+    for step in steps:
+        path = data_dir / step.dataset / str(step.expno)
+        if step.on_collision == "error" and expno_has_data(path):
+            problems.append(f"{step.dataset}/{step.expno} already holds data ({path})")
+    return problems
+
+
 def mark_dataset(expno_dir: Path, status: str, reason: str) -> None:
     """Leave a note in a kept-but-unusable dataset (partial, flagged), beside TopSpin's own files."""
     write_atomic(expno_dir / MARK_FILE, f"{status}: {reason}\n")
@@ -54,15 +64,6 @@ class NmrLane:
         self._temperature_established = False
 
     # ---- preflight ----------------------------------------------------------------------
-    def check_collisions(self, steps: list[Acquire2D]) -> list[str]:
-        """Planned expnos that already hold data and whose policy is 'error' (checked before anything moves)."""
-        problems = []
-        for step in steps:
-            path = self.spectrometer.expno_dir(step.dataset, step.expno)
-            if step.on_collision == "error" and expno_has_data(path):
-                problems.append(f"{step.dataset}/{step.expno} already holds data ({path})")
-        return problems
-
     def ensure_template(self, step: Acquire2D) -> None:
         """On the simulated station, provide the template experiment a user would have set up by hand."""
         path = self.spectrometer.expno_dir(step.template_name, step.template_expno)

@@ -76,6 +76,14 @@ class StationRuntime:
                 log.error("stopping simulator %s: %s", name, exc)
 
 
+def spectrometer_folders(station: StationSpec, workdir: Path) -> tuple[Path, Path]:
+    """(automation folder, data folder) of the station's spectrometer; relative ones live in `workdir`."""
+    spec = station.spectrometer
+    if spec is None:
+        raise ValueError(f"station {station.name!r} has no spectrometer")
+    return tuple(p if p.is_absolute() else workdir / p for p in (spec.automation_dir, spec.data_dir))  # type: ignore[return-value]
+
+
 def open_station(station: StationSpec, clock: Clock, workdir: Path, *, seed: int = 0,
                  cells: dict[str, dict[str, Any]] | None = None) -> StationRuntime:
     """Start what `sim://` asks for, then open every instrument's driver; close all on failure.
@@ -102,8 +110,7 @@ def _open(runtime: StationRuntime, workdir: Path, seed: int, cells: dict[str, di
         vt_sim.start()
     if station.spectrometer is not None:
         spec = station.spectrometer
-        automation_dir = spec.automation_dir if spec.automation_dir.is_absolute() else workdir / spec.automation_dir
-        data_dir = spec.data_dir if spec.data_dir.is_absolute() else workdir / spec.data_dir
+        automation_dir, data_dir = spectrometer_folders(station, workdir)
         if station.simulated:
             from hardware_sim.topspin_sim import SimulatedTopSpin
 

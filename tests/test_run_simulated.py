@@ -261,3 +261,20 @@ def test_a_cycler_step_killed_midway_continues_from_the_capacity_in_the_bdf_file
     rows = (run_dir / "cycler" / "test-cell.cycles.csv").read_text().splitlines()[1:]
     charges = [float(r.split(",")[1]) for r in rows]
     assert charges == [pytest.approx(200.0, rel=1e-3), pytest.approx(300.0, rel=1e-3)]
+
+
+def test_a_planned_expno_holding_data_is_refused_before_any_instrument_is_opened(tmp_path: Path) -> None:
+    data_dir = tmp_path / "topspin-data"
+    existing = data_dir / "short_exsy" / "11"
+    existing.mkdir(parents=True)
+    (existing / "ser").write_bytes(b"\x01" * 4096)
+    station = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "station-sim.yaml").read_text())
+    station["spectrometer"]["data_dir"] = str(data_dir)
+    station_path = tmp_path / "station.yaml"
+    station_path.write_text(yaml.safe_dump(station))
+    run = subprocess.run([*EXE, "run", str(SHORT), "--station", str(station_path), "--run-dir", str(tmp_path / "run"),
+                          "--quiet"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "refusing to overwrite: short_exsy/11 already holds data" in run.stderr
+    assert (existing / "ser").read_bytes() == b"\x01" * 4096
+    assert not (data_dir / "short_exsy" / "10").exists()  # nothing was acquired, nothing was created
+    assert "Traceback" not in run.stderr
