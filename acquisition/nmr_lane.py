@@ -8,6 +8,7 @@ acquisition goes into a fresh expno and the earlier dataset is kept and marked.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from drivers.topspin import (
     SpectrometerError,
     SpinningFailure,
     TopSpinDriver,
+    TopSpinNotRunning,
 )
 from drivers.vt import TemperatureController, VtError
 from protocols.plan import Acquire2D, MoveTemperature, Step, WaitStable
@@ -33,6 +35,7 @@ MARK_FILE = "exsylab-status.txt"  # written into an expno folder whose data must
 MAX_ACQUISITION_ATTEMPTS = 3
 VT_POLL_S = 10.0  # clock seconds between VT readings while waiting for stability
 EXCURSION_POLL_S = 60.0  # clock seconds between VT readings while an acquisition runs
+TOPSPIN_OUTAGE_POLL_REAL_S = 0.5  # real seconds between heartbeat checks while TopSpin is unreachable
 
 
 def planned_collisions(data_dir: Path, steps: list[Acquire2D]) -> list[str]:
@@ -152,9 +155,6 @@ class NmrLane:
         return expno
 
     def _acquire(self, step: Acquire2D, ctx: StepContext) -> dict[str, Any]:
-        self.ensure_template(step)
-        if not self._temperature_established:
-            self._reestablish_temperature(step, ctx)
         expno = step.expno
         path = self.spectrometer.expno_dir(step.dataset, expno)
         tried = [d for d in ctx.journal.datasets() if d["idx"] == step.index and expno_has_data(Path(d["path"]))]
@@ -165,15 +165,61 @@ class NmrLane:
                 raise StepFailed(f"{step.dataset}/{expno} already holds data; refusing to overwrite it", lane_fatal=True)
             expno = self._fresh_expno(step)
         for attempt in range(1, MAX_ACQUISITION_ATTEMPTS + 1):
-            outcome = self._acquire_once(step, expno, ctx)
+            try:
+                self.ensure_template(step)
+                if not self._temperature_established:
+                    self._reestablish_temperature(step, ctx)
+                outcome = self._acquire_once(step, expno, ctx)
+            except TopSpinNotRunning as exc:
+                self._pause_until_topspin_returns(ctx, exc)
+                finished = self._judge_after_outage(step, expno, ctx)
+                if finished is not None:
+                    return finished
+                if expno_has_data(self.spectrometer.expno_dir(step.dataset, expno)):
+                    expno = self._fresh_expno(step)
+                continue
             if not outcome.get("flagged") or step.on_vt_excursion == "flag":
                 return outcome
             # re-acquire: the flagged dataset stays, marked; wait for the temperature, then a fresh expno
             ctx.note("reacquire", expno=expno, max_deviation_k=outcome["max_deviation_k"], attempt=attempt)
             self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
             expno = self._fresh_expno(step)
-        raise StepFailed(f"{step.dataset}: temperature left the band in {MAX_ACQUISITION_ATTEMPTS} attempts at "
-                         f"{step.temperature_k:.1f} K; the point was not acquired cleanly", lane_fatal=False)
+        raise StepFailed(f"{step.dataset}: the point at {step.temperature_k:.1f} K, tmix {step.mixing_time_s:g} s was "
+                         f"not acquired cleanly in {MAX_ACQUISITION_ATTEMPTS} attempts (temperature excursions or "
+                         "TopSpin outages; see the journal's events)", lane_fatal=False)
+
+    def _pause_until_topspin_returns(self, ctx: StepContext, exc: TopSpinNotRunning) -> None:
+        """The lane waits, VT holding, until TopSpin's heartbeat is back (or the user stops the run)."""
+        self.make_safe()
+        self._temperature_established = False  # wait for the temperature again before acquiring
+        ctx.note("paused", reason=str(exc))
+        ctx.notifier.notify({"event": "lane paused", "lane": "nmr", "reason": str(exc),
+                             "action": "restart TopSpin's exsylab_automation script; the run continues by itself"})
+        log.error("NMR lane paused: %s", exc)
+        last_seq = self.spectrometer.heartbeat_seq()
+        while self.spectrometer.heartbeat_seq() in (None, last_seq) or not self.spectrometer.is_alive():
+            if ctx.should_stop():
+                raise StopRequested()
+            time.sleep(TOPSPIN_OUTAGE_POLL_REAL_S)  # real time: the heartbeat is the TopSpin PC's, not our clock's
+        ctx.note("resumed", reason="TopSpin's heartbeat is back")
+        ctx.notifier.notify({"event": "lane resumed", "lane": "nmr"})
+
+    def _judge_after_outage(self, step: Acquire2D, expno: int, ctx: StepContext) -> dict[str, Any] | None:
+        """After TopSpin came back: an acquisition that completed is kept as done; a partial one is marked."""
+        path = self.spectrometer.expno_dir(step.dataset, expno)
+        try:
+            state = self.spectrometer.acquisition_status(step.dataset, expno).state
+        except SpectrometerError:
+            state = "unknown"
+        if state == "done" and dataset_complete(path):
+            self._record(ctx, step, expno, path, "done", {}, note="completed while TopSpin was unreachable")
+            return {"expno": expno, "path": str(path), "flagged": False, "after_outage": True}
+        if state == "running":
+            self._stop_quietly()
+        if expno_has_data(path):
+            mark_dataset(path, "partial", "TopSpin was unreachable during the acquisition; the point was acquired again")
+            self._record(ctx, step, expno, path, "partial", {}, note="TopSpin unreachable; kept and marked")
+        return None
 
     def _params(self, step: Acquire2D, setpoint_k: float | None) -> dict[str, object]:
         return {

@@ -132,6 +132,12 @@ class TopSpinDriver:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def heartbeat_seq(self) -> int | None:
+        """The TopSpin side's heartbeat counter (None when it is missing or the script stopped): a new value
+        proves the script is running again, whatever the clocks say."""
+        beat = self._read_heartbeat()
+        return beat[1] if beat else None
+
     def _fresh(self, beat: tuple[float, int] | None) -> bool:
         return beat is not None and self.clock.now() - beat[0] <= self.heartbeat_timeout_s
 
