@@ -27,7 +27,7 @@ from .progress import ProgressView, eta_from_records
 from .report import write_report
 from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder, restore_secrets
 from .runner import Runner, RunResult
-from .station_runtime import open_station, spectrometer_folders
+from .station_runtime import StationRuntime, open_station, spectrometer_folders
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +131,7 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
         control_mod.request(folder, "run")
         control.install_sigint()
         notifier = Notifier(station.notifications)
-        for lane_name, steps in plan.lanes.items():
-            first = steps[0]
-            if isinstance(first, CyclerStep):
-                bdf = folder.cycler / f"{first.cell}.csv"
-                channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
-                meta = {**cell_meta[first.channel], "instrument": runtime.smus[first.channel].identify(),
-                        "resource": station.cyclers[first.channel].resource}
-                lanes[lane_name] = CyclerLane(channel, bdf, meta)
-            else:
-                nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
-                              overdue_factor=station.spectrometer.overdue_factor if station.spectrometer else 1.5)
-                acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
-                if acquisitions:
-                    runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
-                lanes[lane_name] = nmr
+        lanes.update(build_lanes(plan, runtime, folder, cell_meta))
         view = ProgressView(plan, clock, journal.steps()) if show_progress else None
         runner = Runner(plan, journal, lanes, clock, control, notifier, on_step=view.on_step if view else None)
         if view is not None:
@@ -166,6 +152,28 @@ def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progre
         root_logger.setLevel(previous_level)
         handler.close()
         lock.release()
+
+
+def build_lanes(plan: Plan, runtime: StationRuntime, folder: RunFolder,
+                cell_meta: dict[str, dict[str, Any]]) -> dict[str, NmrLane | CyclerLane]:
+    """One executor per lane of the plan, on the open station; cycler data go to the run folder."""
+    station = runtime.station
+    lanes: dict[str, NmrLane | CyclerLane] = {}
+    for lane_name, steps in plan.lanes.items():
+        first = steps[0]
+        if isinstance(first, CyclerStep):
+            bdf = folder.cycler / f"{first.cell}.csv"
+            channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
+            meta = {**cell_meta.get(first.channel, {}), "instrument": runtime.smus[first.channel].identify(),
+                    "resource": station.cyclers[first.channel].resource}
+            lanes[lane_name] = CyclerLane(channel, bdf, meta)
+        else:
+            lanes[lane_name] = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
+                                       overdue_factor=station.spectrometer.overdue_factor if station.spectrometer else 1.5)
+            acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
+            if acquisitions:
+                runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
+    return lanes
 
 
 def _refuse_collisions(folder: RunFolder, plan: Plan, station: StationSpec, journal: Journal) -> None:

@@ -6,7 +6,6 @@ import fcntl
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Literal
 
 from .run_folder import RunFolder, write_atomic

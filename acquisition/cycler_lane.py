@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from drivers.cycler import CyclerChannel, CyclerError, CyclerLimits, CyclerSample, CyclerStepSpec
+from drivers.cycler import CyclerChannel, CyclerError, CyclerLimits, CyclerStepSpec
 from protocols.plan import CyclerStep, Step
 
 from .bdf import CHARGE_AH, DISCHARGE_AH, STEP_INDEX, BdfRecorder, BdfWriter, read_bdf

@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 import pytest
 
+from acquisition.api import build_lanes
 from acquisition.control import Control
-from acquisition.cycler_lane import CyclerLane, limits_of
+from acquisition.cycler_lane import CyclerLane
 from acquisition.journal import Journal
 from acquisition.nmr_lane import NmrLane
 from acquisition.notify import Notifier
@@ -31,7 +32,7 @@ from acquisition.runner import Runner, RunResult
 from acquisition.station_runtime import StationRuntime, open_station
 from drivers.clock import VirtualClock
 from protocols import load_plan
-from protocols.plan import Acquire2D, CyclerStep, Step
+from protocols.plan import CyclerStep, Step
 from protocols.station import NotificationSpec
 from drivers.bruker_params import dataset_complete
 
@@ -105,17 +106,7 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
     cells = {s.channel: {"active_mass_g": 1.5e-3, "area_cm2": 0.785} for s in plan.steps if isinstance(s, CyclerStep)}
     runtime = open_station(station, clock, folder.root, seed=3, cells=cells)
     journal = Journal(folder.journal)
-    lanes: dict[str, Any] = {}
-    for lane, steps in plan.lanes.items():
-        first = steps[0]
-        if isinstance(first, CyclerStep):
-            lanes[lane] = CyclerLane(runtime.cycler_channel(first.channel, limits_of(first)),
-                                     folder.cycler / f"{first.cell}.csv", {"cell": first.cell})
-        else:
-            nmr = NmrLane(runtime.spectrometer, runtime.vt, simulated=True)
-            acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
-            runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
-            lanes[lane] = nmr
+    lanes = build_lanes(plan, runtime, folder, cells)
     injected: list[int] = []
     holder: dict[str, Runner] = {}
 
