@@ -18,6 +18,8 @@ import pyvisa
 from pyvisa.errors import VisaIOError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_none
 
+from drivers.errors import InstrumentError
+
 log = logging.getLogger(__name__)
 
 READ_QUERY = ':READ? "defbuffer1", SOUR, READ, REL'
@@ -28,7 +30,7 @@ _NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
 _OVERFLOW_V = 9.9e37  # SCPI "overflow" / NaN marker (9.91E37) is not a reading
 
 
-class CyclerError(Exception):
+class CyclerError(InstrumentError):
     """Base class of every cycler failure."""
 
 

@@ -22,6 +22,7 @@ from typing import Callable, Literal, Mapping
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from drivers.bruker_params import expno_has_data
+from drivers.errors import InstrumentError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ _END_MARGIN_S = 0.5  # the first "done?" question comes this long after the expe
 _LATE_STATUS_EVERY_S = 5.0  # then TopSpin is asked at least this often until it is done
 
 
-class SpectrometerError(Exception):
+class SpectrometerError(InstrumentError):
     """Any failure of the spectrometer or of the TopSpin automation channel."""
 
 

@@ -13,11 +13,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from drivers.clock import Clock
+from drivers.errors import InstrumentError
 
 log = logging.getLogger(__name__)
 
 
-class VtError(Exception):
+class VtError(InstrumentError):
     """Any failure of the VT unit or its driver."""
 
 
