@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
 
 from analysis.errors import AnalysisFitError, AnalysisInputError
+from analysis.fit_models import FIT_MODELS, get_fit_model, validated_options
+
+
+def _option_fields() -> dict[str, tuple[list[str], str]]:
+    """Every model option field of the table: the models that take it and its help text."""
+    found: dict[str, tuple[list[str], str]] = {}
+    for model in FIT_MODELS.values():
+        for f in dataclasses.fields(model.options):
+            help_text = f"{f.metadata.get('help', f.name)}, default {f.default}"
+            found.setdefault(f.name, ([], help_text))[0].append(model.name)
+    return found
+
+
+def _given_model_options(args: argparse.Namespace) -> dict[str, object]:
+    """The model option flags given on the command line, by field name."""
+    return {name: getattr(args, name) for name in _option_fields() if getattr(args, name) is not None}
+
 
 def add_analyze_parser(subparsers) -> None:
     """Add the `analyze` subcommand with its exsy, series and cycling actions."""
@@ -18,11 +36,14 @@ def add_analyze_parser(subparsers) -> None:
     def common_exsy(p: argparse.ArgumentParser) -> None:
         p.add_argument("--sites", default=None, help="comma-separated ppm list or 'auto' (default auto)")
         p.add_argument("--names", default=None, help="comma-separated site names, same order as --sites")
-        p.add_argument("--model", default="matrix", choices=["two-site", "matrix", "diffusion"])
+        p.add_argument("--model", default="matrix", choices=list(FIT_MODELS),
+                       help="; ".join(f"{m.name}: {m.description}" for m in FIT_MODELS.values()))
         p.add_argument("--mixing-param", default="D8", help="acqus parameter holding the mixing time (D8, D9, VD)")
         p.add_argument("--temperature-param", default="TE", help="acqus parameter holding the temperature (K)")
         p.add_argument("--method", default="auto", choices=["auto", "box", "lineshape"], help="volume integration")
-        p.add_argument("--radius-m", type=float, default=2.5e-6, help="particle radius for the diffusion model (m)")
+        for name, (models, help_text) in _option_fields().items():
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                           help=f"{', '.join(models)} model: {help_text}")
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.add_argument("--plot", default=None, help="write a figure to this file (png, pdf)")
 
@@ -48,6 +69,7 @@ def _precheck(args: argparse.Namespace) -> None:
         if not Path(args.file).is_file():
             raise AnalysisInputError(f"{args.file}: file not found")
         return
+    validated_options(get_fit_model(args.model), _given_model_options(args))
     sites = parse_sites(args.sites)
     parse_names(args.names, None if sites == "auto" else len(sites))
     if args.analyze_action == "exsy":
@@ -126,11 +148,12 @@ def run_analyze(args: argparse.Namespace) -> int:
             result = api.analyze_cycling(args.file, args.active_mass_g, plot=args.plot)
         elif args.analyze_action == "exsy":
             result = api.analyze_exsy(args.dataset_dir, args.expnos, args.sites, args.names, args.model,
-                                      args.mixing_param, method=args.method, radius_m=args.radius_m,
+                                      args.mixing_param, method=args.method,
+                                      model_options=_given_model_options(args),
                                       temperature_param=args.temperature_param, plot=args.plot)
         else:
             result = api.analyze_series(args.run_dir, args.sites, args.names, args.model, args.mixing_param,
-                                        method=args.method, radius_m=args.radius_m,
+                                        method=args.method, model_options=_given_model_options(args),
                                         temperature_param=args.temperature_param, plot=args.plot)
     except AnalysisInputError as exc:
         print(f"exsylab analyze {args.analyze_action}: refused: {exc}", file=sys.stderr)

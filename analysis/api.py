@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import numpy as np
 from analysis.arrhenius import fit_arrhenius
 from analysis.cycling import summarize_cycling
 from analysis.errors import AnalysisFitError, AnalysisInputError
-from analysis.exchange_models import ExchangeFit, fit_model
+from analysis.exchange_models import ExchangeFit
 from analysis.exsy_processing import ProcessingOptions, Spectrum2D, process_dataset
+from analysis.fit_models import get_fit_model, validated_options
 from analysis.integration import (box_half_widths_ppm, check_sites, find_diagonal_sites, lineshape_volumes,
                                   volume_matrix)
 from analysis.series import expno_paths, parse_names, parse_sites, series_datasets
@@ -23,21 +25,23 @@ TEMPERATURE_GROUP_K = 1.0  # datasets within 1 K of each other belong to one tem
 
 
 def analyze_exsy(dataset_dir: Path | str, expnos: list[int] | str, sites: None | str | list[float] = None,
-                 names: list[str] | None = None, model: str = "matrix", mixing_param: str = "D8", *,
-                 method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
-                 temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
+                 names: list[str] | str | None = None, model: str = "matrix", mixing_param: str = "D8", *,
+                 method: str = "auto", model_options: object | Mapping[str, object] | None = None,
+                 options: ProcessingOptions | None = None, temperature_param: str = "TE",
+                 plot: Path | str | None = None) -> dict:
     """Analyse the expnos of one TopSpin data folder: volumes, per-temperature fits and Arrhenius."""
-    return analyze_paths(expno_paths(dataset_dir, expnos), sites, names, model, mixing_param,
-                         method=method, radius_m=radius_m, options=options, temperature_param=temperature_param,
+    return analyze_paths(expno_paths(dataset_dir, expnos), sites, names, model, mixing_param, method=method,
+                         model_options=model_options, options=options, temperature_param=temperature_param,
                          plot=plot)
 
 
-def analyze_series(run_dir: Path | str, sites: None | str | list[float] = None, names: list[str] | None = None,
+def analyze_series(run_dir: Path | str, sites: None | str | list[float] = None, names: list[str] | str | None = None,
                    model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
-                   radius_m: float = 2.5e-6, temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
+                   model_options: object | Mapping[str, object] | None = None, temperature_param: str = "TE",
+                   plot: Path | str | None = None) -> dict:
     """Analyse the 'done' datasets listed in <run_dir>/datasets.json (written by the runner)."""
-    return analyze_paths(series_datasets(run_dir), sites, names, model, mixing_param,
-                         method=method, radius_m=radius_m, temperature_param=temperature_param, plot=plot)
+    return analyze_paths(series_datasets(run_dir), sites, names, model, mixing_param, method=method,
+                         model_options=model_options, temperature_param=temperature_param, plot=plot)
 
 
 def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, plot: Path | str | None = None) -> dict:
@@ -60,15 +64,15 @@ def _group_temperatures(temps: list[float]) -> list[list[int]]:
     return groups
 
 
-def _resolve_sites(spectra: list[Spectrum2D], sites, names) -> tuple[list[float], list[str]]:
+def _resolve_sites(spectra: list[Spectrum2D], sites: None | str | list[float],
+                   names: list[str] | str | None) -> tuple[list[float], list[str]]:
     parsed = parse_sites(sites) if isinstance(sites, str) or sites is None else [float(s) for s in sites]
-    if parsed == "auto":
+    if isinstance(parsed, str):
         reference = min(spectra, key=lambda s: (s.mixing_time_s, s.temperature_k))
         shifts = find_diagonal_sites(reference)
     else:
         shifts = list(parsed)
-    names = parse_names(names, len(shifts)) or [f"S{i + 1}" for i in range(len(shifts))]
-    return shifts, names
+    return shifts, parse_names(names, len(shifts)) or [f"S{i + 1}" for i in range(len(shifts))]
 
 
 def _fit_json(fit: ExchangeFit, temperature_k: float, names: list[str]) -> dict:
@@ -82,18 +86,20 @@ def _fit_json(fit: ExchangeFit, temperature_k: float, names: list[str]) -> dict:
         rates.append(entry)
     out = {"temperature_k": float(temperature_k), "model": fit.model, "rates": rates,
            "populations": [float(p) for p in fit.populations], "rms_residual": fit.rms_residual}
-    if fit.t1_s is not None:
+    if fit.t1_s is not None and fit.t1_stderr_s is not None:
         out["t1_s"] = [{"site": n, "t1_s": float(t), "t1_stderr_s": float(se)}
                        for n, t, se in zip(names, fit.t1_s, fit.t1_stderr_s)]
     return out
 
 
-def analyze_paths(paths: list[Path], sites=None, names=None, model: str = "matrix", mixing_param: str = "D8", *,
-                  method: str = "auto", radius_m: float = 2.5e-6, options: ProcessingOptions | None = None,
-                  temperature_param: str = "TE", plot: Path | str | None = None) -> dict:
+def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, names: list[str] | str | None = None,
+                  model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
+                  model_options: object | Mapping[str, object] | None = None,
+                  options: ProcessingOptions | None = None, temperature_param: str = "TE",
+                  plot: Path | str | None = None) -> dict:
     """Process, integrate and fit a list of expno folders; the common core of the API functions."""
-    if model not in ("matrix", "two-site", "diffusion"):
-        raise AnalysisInputError(f"--model: '{model}' unknown (two-site, matrix, diffusion)")
+    fit_model = get_fit_model(model)
+    fit_options = validated_options(fit_model, model_options)
     if not paths:
         raise AnalysisInputError("no datasets given")
     spectra = [process_dataset(p, mixing_param, options, temperature_param) for p in paths]
@@ -121,7 +127,7 @@ def analyze_paths(paths: list[Path], sites=None, names=None, model: str = "matri
             log.warning("%s", result["warnings"][-1])
             continue
         vols = np.array([volumes[i] for i in group])
-        fit = fit_model(model, times, vols, radius_m)
+        fit = fit_model.run(times, vols, fit_options)
         log.info("%.1f K: %s model fitted to %d mixing times, rms residual %.3g", temperature_k, model,
                  times.size, fit.rms_residual)
         fits.append((temperature_k, fit, times, vols))
@@ -141,22 +147,20 @@ def analyze_paths(paths: list[Path], sites=None, names=None, model: str = "matri
                 result["warnings"].append(f"{names[i]}-{names[j]}: no Arrhenius fit, the exchange is not "
                                           f"determined at every temperature")
                 continue
-            if model == "diffusion":
+            if fit_model.yields_d:
                 values = np.array([f[1].d_m2_per_s[(i, j)][0] for f in fits])
                 errors = np.array([f[1].d_m2_per_s[(i, j)][1] for f in fits])
-                quantity = "D_m2_per_s"
             else:
                 values = np.array([f[1].k_per_s[i, j] for f in fits])
                 errors = np.array([f[1].k_stderr_per_s[i, j] for f in fits])
-                quantity = "k_per_s"
             arr = fit_arrhenius(temps, values, errors if np.all(errors > 0) else None)
-            result["arrhenius"].append({"pair": f"{names[i]}-{names[j]}", "quantity": quantity,
+            result["arrhenius"].append({"pair": f"{names[i]}-{names[j]}", "quantity": fit_model.arrhenius_quantity,
                                         "ea_ev": arr.ea_ev, "ea_stderr_ev": arr.ea_stderr_ev,
                                         "prefactor": arr.prefactor, "prefactor_stderr": arr.prefactor_stderr})
     if plot is not None:
         from analysis.plots import save_exsy_figure
         longest = max(spectra, key=lambda s: (s.mixing_time_s, s.temperature_k))
         buildups = [(t, times, vols, fit.predict) for t, fit, times, vols in fits]
-        save_exsy_figure(plot, longest, shifts, names, box_half_widths_ppm(shifts), buildups, result)
+        save_exsy_figure(plot, longest, shifts, names, box_half_widths_ppm(shifts), buildups, result, fit_model)
         result["plot"] = str(plot)
     return result

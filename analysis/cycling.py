@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
             charge = _capacity_ah(ts, cs, +1.0) * 1000 / mass
             discharge = _capacity_ah(ts, cs, -1.0) * 1000 / mass
         q_ch, q_dis = float(charge[-1]), float(discharge[-1])
-        entry = {"cycle": int(number), "charge_mah_per_g": q_ch, "discharge_mah_per_g": q_dis,
+        entry: dict[str, Any] = {"cycle": int(number), "charge_mah_per_g": q_ch, "discharge_mah_per_g": q_dis,
                  "coulombic_efficiency_pct": 100 * q_dis / q_ch if q_ch > 0 else None}
         on_charge, on_discharge = cs > 0, cs < 0
         entry["charge_plateau_v"] = plateau_voltage(vs[on_charge], charge[on_charge]) if on_charge.sum() > 2 else None
@@ -150,7 +151,7 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
     with_ce = [c["coulombic_efficiency_pct"] for c in cycles if c["coulombic_efficiency_pct"] is not None
                and c["discharge_mah_per_g"] > 0]
     first = cycles[0]
-    activation = {"plateau_v": first["charge_plateau_v"]}
+    activation: dict[str, Any] = {"plateau_v": first["charge_plateau_v"]}
     if equilibrium_v is not None and first["charge_plateau_v"] is not None:
         activation["overpotential_v"] = first["charge_plateau_v"] - equilibrium_v
         activation["overpotential_reference"] = "charge plateau minus equilibrium_v"

@@ -11,10 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from analysis.errors import AnalysisFitError
 
@@ -23,6 +22,13 @@ log = logging.getLogger(__name__)
 LOG_K_BOUNDS = (np.log(1e-7), np.log(1e5))
 LOG_R1_BOUNDS = (np.log(1e-6), np.log(1e4))
 LOG_D_BOUNDS = (np.log(1e-30), np.log(1e-5))
+
+
+def _least_squares(*args: Any, **kwargs: Any) -> Any:
+    """scipy.optimize.least_squares, imported on first use so that the CLI (which reads the model table) starts fast."""
+    from scipy.optimize import least_squares
+
+    return least_squares(*args, **kwargs)
 
 
 def _at_bound(value: float, bounds: tuple[float, float]) -> bool:
@@ -171,7 +177,7 @@ def fit_matrix(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) ->
     upper = np.concatenate([np.full(n, 30.0), np.full(len(pairs), LOG_K_BOUNDS[1]),
                             np.full(n if fit_t1 else 0, LOG_R1_BOUNDS[1])])
     x0 = np.clip(x0, lower + 1e-9, upper - 1e-9)
-    result = least_squares(residuals, x0, bounds=(lower, upper), method="trf", x_scale=1.0, max_nfev=2000)
+    result = _least_squares(residuals, x0, bounds=(lower, upper), method="trf", x_scale=1.0, max_nfev=2000)
     if not result.success:
         raise AnalysisFitError(f"matrix model fit did not converge: {result.message}")
     log.info("matrix model: %d sites, %d mixing times, %d evaluations", n, times_s.size, result.nfev)
@@ -223,7 +229,7 @@ def fit_two_site(times_s: np.ndarray, volumes: np.ndarray, fit_t1: bool = True) 
 
         lower = np.array([-30, -30, LOG_K_BOUNDS[0]] + [LOG_R1_BOUNDS[0]] * (2 if fit_t1 else 0))
         upper = np.array([30, 30, LOG_K_BOUNDS[1]] + [LOG_R1_BOUNDS[1]] * (2 if fit_t1 else 0))
-        result = least_squares(residuals, np.clip(x0, lower + 1e-9, upper - 1e-9), bounds=(lower, upper),
+        result = _least_squares(residuals, np.clip(x0, lower + 1e-9, upper - 1e-9), bounds=(lower, upper),
                                method="trf", max_nfev=2000)
         if not result.success:
             raise AnalysisFitError(f"two-site fit of sites {a}-{b} did not converge: {result.message}")
@@ -280,7 +286,7 @@ def cross_fraction(volumes: np.ndarray, a: int, b: int) -> np.ndarray:
     return cross / (volumes[:, a, a] + volumes[:, b, b] + cross)
 
 
-def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.5e-6) -> ExchangeFit:
+def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float) -> ExchangeFit:
     """Fickian exchange out of spheres of radius radius_m, pair by pair: f(t) = f_eq F(D t / r^2).
 
     f_eq = 2 p_a p_b / (p_a + p_b)^2 from the diagonal at the shortest mixing time; rates are the
@@ -307,7 +313,7 @@ def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.
 
         guesses = [np.clip(np.log(radius_m ** 2 / t), LOG_D_BOUNDS[0] + 1, LOG_D_BOUNDS[1] - 1)
                    for t in np.geomspace(times_s.min() + 1e-6, times_s.max(), 5)]
-        best = min((least_squares(residuals, [g], bounds=LOG_D_BOUNDS, method="trf") for g in guesses),
+        best = min((_least_squares(residuals, [g], bounds=LOG_D_BOUNDS, method="trf") for g in guesses),
                    key=lambda r: r.cost)
         if not best.success:
             raise AnalysisFitError(f"diffusion fit of sites {a}-{b} did not converge: {best.message}")
@@ -324,14 +330,3 @@ def fit_diffusion(times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.
         rms_all.append(np.mean(best.fun ** 2))
     return ExchangeFit("diffusion", n, k, k_se, p, None, None, d_fit, float(np.sqrt(np.mean(rms_all))), None,
                        at_bound)
-
-
-def fit_model(model: str, times_s: np.ndarray, volumes: np.ndarray, radius_m: float = 2.5e-6) -> ExchangeFit:
-    """Dispatch to fit_two_site, fit_matrix or fit_diffusion by name."""
-    if model == "matrix":
-        return fit_matrix(times_s, volumes)
-    if model == "two-site":
-        return fit_two_site(times_s, volumes)
-    if model == "diffusion":
-        return fit_diffusion(times_s, volumes, radius_m)
-    raise AnalysisFitError(f"model '{model}' unknown (two-site, matrix, diffusion)")

@@ -89,7 +89,7 @@ def _design(spectrum: Spectrum2D, shifts_ppm: list[float], widths_hz: np.ndarray
 
 
 def lineshape_volumes(spectrum: Spectrum2D, shifts_ppm: list[float],
-                      widths_hz: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      widths_hz: np.ndarray | list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Volumes by separable lineshape least squares, S = G1 V G2^T; one Lorentzian FWHM per site.
 
     The widths (same in t1 and t2: both evolve the same chemical shift) are fitted when not given,
@@ -124,7 +124,7 @@ def lineshape_volumes(spectrum: Spectrum2D, shifts_ppm: list[float],
 
 
 def volume_matrix(spectrum: Spectrum2D, shifts_ppm: list[float], method: str = "auto",
-                  widths_hz: list[float] | None = None) -> np.ndarray:
+                  widths_hz: np.ndarray | list[float] | None = None) -> np.ndarray:
     """N x N volume matrix V[F1 site, F2 site] by "box", "lineshape" or "auto" (lineshape when possible)."""
     check_sites(spectrum, shifts_ppm)
     if method == "auto":

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.arrhenius import BOLTZMANN_EV_PER_K  # noqa: E402
+from analysis.fit_models import FitModel  # noqa: E402
 
 
 def plot_contour(ax, spectrum, shifts_ppm: list[float], names: list[str], half_widths_ppm: np.ndarray) -> None:
@@ -58,31 +59,25 @@ def plot_buildup(ax, times_s: np.ndarray, volumes: np.ndarray, predict, names: l
     ax.legend(fontsize=6)
 
 
-def plot_arrhenius(ax, result: dict) -> None:
-    """ln(quantity) against 1000/T per pair with the fitted lines."""
+def plot_arrhenius(ax, result: dict, model: FitModel) -> None:
+    """ln(quantity) against 1000/T per pair with the fitted lines; the quantity and its label come from the model."""
     for entry in result["arrhenius"]:
         a, b = entry["pair"].split("-", 1)
-        temps, values = [], []
-        for fit in result["fits"]:
-            if entry["quantity"] == "D_m2_per_s":
-                value = next(r["D_m2_per_s"] for r in fit["rates"] if r["from"] == a and r["to"] == b)
-            else:
-                value = next(r["k_per_s"] for r in fit["rates"] if r["from"] == a and r["to"] == b)
-            temps.append(fit["temperature_k"])
-            values.append(value)
-        temps = np.array(temps)
+        temps = np.array([fit["temperature_k"] for fit in result["fits"]])
+        values = [next(r[model.arrhenius_quantity] for r in fit["rates"] if r["from"] == a and r["to"] == b)
+                  for fit in result["fits"]]
         line = ax.plot(1000 / temps, np.log(values), "o", label=f"{entry['pair']} Ea {entry['ea_ev']:.3f} eV")[0]
         fine = np.linspace(temps.min(), temps.max(), 50)
         ax.plot(1000 / fine, np.log(entry["prefactor"]) - entry["ea_ev"] / (BOLTZMANN_EV_PER_K * fine), "-",
                 color=line.get_color())
-    quantity = result["arrhenius"][0]["quantity"] if result["arrhenius"] else "k_per_s"
     ax.set_xlabel("1000 / T / K^-1")
-    ax.set_ylabel("ln(D / m^2 s^-1)" if quantity == "D_m2_per_s" else "ln(k / s^-1)")
+    ax.set_ylabel(model.arrhenius_axis_label)
     ax.set_title("Arrhenius")
     ax.legend(fontsize=7)
 
 
-def save_exsy_figure(path: Path | str, spectrum, shifts_ppm, names, half_widths_ppm, buildups, result: dict) -> Path:
+def save_exsy_figure(path: Path | str, spectrum, shifts_ppm, names, half_widths_ppm, buildups, result: dict,
+                     model: FitModel) -> Path:
     """One figure: contour of the longest mixing time, build-up per temperature, Arrhenius if present."""
     n_panels = 1 + len(buildups) + (1 if result.get("arrhenius") else 0)
     cols = min(3, n_panels)
@@ -93,7 +88,7 @@ def save_exsy_figure(path: Path | str, spectrum, shifts_ppm, names, half_widths_
     for ax, (temperature_k, times_s, volumes, predict) in zip(flat[1:], buildups):
         plot_buildup(ax, times_s, volumes, predict, names, temperature_k)
     if result.get("arrhenius"):
-        plot_arrhenius(flat[len(buildups) + 1], result)
+        plot_arrhenius(flat[len(buildups) + 1], result, model)
     for ax in flat[n_panels:]:
         ax.axis("off")
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.93, wspace=0.35, hspace=0.4)

@@ -31,7 +31,7 @@ def parse_expnos(text: str) -> list[int]:
     return expnos
 
 
-def parse_sites(text: str | None) -> str | list[float] | None:
+def parse_sites(text: str | None) -> str | list[float]:
     """'auto' or '2.31,1.29,-4.56' -> 'auto' or a list of ppm; AnalysisInputError on bad numbers."""
     if text is None or str(text).strip().lower() == "auto":
         return "auto"
@@ -90,7 +90,7 @@ def expno_paths(dataset_dir: Path | str, expnos: list[int] | str) -> list[Path]:
     return paths
 
 
-def parse_names(text: str | None, n_sites: int | None = None) -> list[str] | None:
+def parse_names(text: str | list[str] | None, n_sites: int | None = None) -> list[str] | None:
     """'Li2S,LPSC,LiI' -> names; distinct, non-empty, free of '-' (pairs are written 'A-B')."""
     if text is None:
         return None

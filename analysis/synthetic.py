@@ -7,6 +7,7 @@ exp(-L t) diag(M0), written with nmrglue.bruker.write. It shares no code with th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nmrglue as ng
 import numpy as np
@@ -87,7 +88,7 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
     sfo1_mhz, bf1, o1_hz, sw_h, in0_s = map(float, (sfo1_mhz, bf1, o1_hz, sw_h, in0_s))
     common = {"_comments": [], "_coreheader": ["##TITLE= Parameter file, TopSpin 4.1.4", "##JCAMPDX= 5.0"], "SFO1": sfo1_mhz, "BF1": bf1, "O1": o1_hz, "NUC1": nucleus, "PULPROG": "noesyph",
               "BYTORDA": 0, "DTYPA": 2, "TE": float(temperature_k), "NS": 16, "DS": 4}
-    acqus = dict(common, TD=td, SW=sw_ppm, SW_h=sw_h, AQ_mod=3, DIGMOD=1, DECIM=16, DSPFVS=20,
+    acqus: dict[str, Any] = dict(common, TD=td, SW=sw_ppm, SW_h=sw_h, AQ_mod=3, DIGMOD=1, DECIM=16, DSPFVS=20,
                  GRPDLY=float(grpdly), FnMODE=0, D=delays, IN=[in0_s] * 64, IN0=in0_s, VD=0.0)
     if mixing_param.startswith("D") and mixing_param[1:].isdigit():
         acqus["D"][int(mixing_param[1:])] = float(mixing_time_s)

@@ -66,6 +66,8 @@ REFUSALS = [
     (["exsy", "{series}", "--expnos", "10-12", "--sites", "2.31,1.29", "--names", "a,b,c"], "--names"),
     (["exsy", "{series}", "--expnos", "10-12", "--sites", "2.31,70"], "outside the spectral window"),
     (["series", "{series}"], "datasets.json"),
+    (["exsy", "{series}", "--expnos", "10-12", "--model", "diffusion", "--radius-m", "-1"], "radius_m"),
+    (["exsy", "{series}", "--expnos", "10-12", "--radius-m", "3e-6"], "radius_m"),
     (["cycling", "/nonexistent.csv"], "/nonexistent.csv"),
 ]
 
