@@ -2,55 +2,78 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from analysis.cycling import LI2S_EQUILIBRIUM_V, summarize_cycling, write_cycle_csv
 from analysis.errors import AnalysisInputError
-from drivers.clock import Clock, RealClock, VirtualClock
+from drivers.clock import Clock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
-from protocols.plan import Acquire2D, CyclerStep
+from protocols.plan import Acquire2D, CyclerStep, Step
 from protocols.station import StationSpec
 
 from . import control as control_mod
-from .control import Control, RunLock, runner_alive
+from . import run_log
 from .bdf import TEST_TIME, UNIX_TIME, read_bdf
+from .control import Control, RunLock, runner_alive
 from .cycler_lane import CyclerLane, limits_of
 from .journal import Journal
 from .nmr_lane import NmrLane, planned_collisions
 from .notify import Notifier
 from .progress import ProgressView, eta_from_records
 from .report import write_report
-from .run_folder import DATASETS_FILE, SUMMARY_FILE, RunFolder, create_run_folder, open_run_folder, restore_secrets
+from .run_folder import (DATASETS_FILE, SUMMARY_FILE, RunFolder, check_new_run_dir, create_run_folder, open_run_folder,
+                         restore_secrets)
 from .runner import Runner, RunResult
-from .station_runtime import StationRuntime, open_station, spectrometer_folders
+from .station_runtime import (OpenContext, PreflightRefused, Role, StationRuntime, cycler_role, make_clock,
+                              open_station, roles_of)
 
 log = logging.getLogger(__name__)
 
 
 def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None,
               run_dir: str | Path | None = None, *, show_progress: bool = True,
-              seed: int = 0) -> tuple[RunFolder, RunResult]:
-    """Validate, compile, make the run folder, and run to the end (or failure, or stop)."""
+              seed: int = 0, signals: bool = False) -> tuple[RunFolder, RunResult]:
+    """Validate, compile, preflight the instruments, make the run folder, and run to the end (or failure, or stop).
+
+    `signals` (the CLI's choice): Ctrl-C pauses, twice stops, SIGTERM stops, for the run's duration only.
+    Nothing is created before every real instrument the plan uses has been locked, opened and
+    checked: a refusal is an InputError naming the station file, the instrument and the reason.
+    """
     plan, station = load_plan(protocol_paths, station_path)
     if run_dir is None:
         from .run_folder import default_run_dir
 
         run_dir = default_run_dir(Path("runs"), "-".join(plan.protocols)[:60])
-    folder = create_run_folder(Path(run_dir), [Path(p) for p in protocol_paths],
-                               Path(station_path) if station_path else None)
-    folder.write_json("plan.json", plan.to_json_dict())
-    journal = Journal(folder.journal)
-    journal.set_meta(created_at=time.time(), simulated=station.simulated, seed=seed)
-    journal.close()
-    return folder, _execute(folder, plan, station, show_progress=show_progress, seed=seed)
+    root = Path(run_dir).resolve()
+    check_new_run_dir(root)
+    roles = roles_of(station, plan.lanes)
+    clock = make_clock(station, roles, virtual_start_s=time.time())
+    cells = _cell_metadata(plan, [load_protocol(p) for p in protocol_paths])
+    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=_templates(plan))
+    _refuse_collisions(root, plan, station, started=set())
+    source = station_path or "built-in simulated station"
+    runtime = _open(station, source, clock, roles, ctx, root, real=True)
+    try:
+        folder = create_run_folder(root, [Path(p) for p in protocol_paths], Path(station_path) if station_path else None)
+        folder.write_json("plan.json", plan.to_json_dict())
+        journal = Journal(folder.journal)
+        journal.set_meta(created_at=time.time(), virtual_time=isinstance(clock, VirtualClock), seed=seed)
+        journal.close()
+        _open(station, source, clock, roles, ctx, root, real=False, runtime=runtime)
+    except BaseException:
+        runtime.close()
+        raise
+    return folder, _execute(folder, plan, runtime, cells, show_progress=show_progress, signals=signals)
 
 
-def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunFolder, RunResult | None]:
+def resume_run(run_dir: str | Path, *, show_progress: bool = True,
+               signals: bool = False) -> tuple[RunFolder, RunResult | None]:
     """Resume: un-pause a live runner, or restart a dead one at the first unfinished step."""
     folder = open_run_folder(Path(run_dir))
     if runner_alive(folder):
@@ -68,21 +91,39 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True) -> tuple[RunF
         folder.write_json("plan.json", plan.to_json_dict())
     journal = Journal(folder.journal)
     meta = journal.meta()
+    _refuse_collisions(folder.root, plan, station, started={r.index for r in journal.steps() if r.status != "pending"})
+    recorded_times = [t for t in [journal.last_time(), *(_last_unix_time(p) for p in folder.cycler.glob("*.csv"))]
+                      if t is not None]
     journal.close()
-    return folder, _execute(folder, plan, station, show_progress=show_progress, seed=int(meta.get("seed", 0)) + 1)
+    roles = roles_of(station, plan.lanes)
+    # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
+    clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
+    cells = _cell_metadata(plan, [load_protocol(p) for p in protocols])
+    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=_templates(plan))
+    source = station_copy or "built-in simulated station"
+    runtime = _open(station, source, clock, roles, ctx, folder.root, real=True)
+    try:
+        _open(station, source, clock, roles, ctx, folder.root, real=False, runtime=runtime)
+    except BaseException:
+        runtime.close()
+        raise
+    return folder, _execute(folder, plan, runtime, cells, show_progress=show_progress, signals=signals)
 
 
-def _make_clock(station: StationSpec, journal: Journal, folder: RunFolder) -> Clock:
-    """Virtual time on the built-in simulated station; wall time (or an accelerated bench's time) otherwise.
+def _open(station: StationSpec, source: str | Path, clock: Clock, roles: list[Role], ctx: OpenContext, root: Path,
+          *, real: bool, runtime: StationRuntime | None = None) -> StationRuntime:
+    """Open the real (or the simulated) instruments of the run; a refusal becomes one InputError line."""
+    try:
+        return open_station(station, clock, roles, ctx, holder=f"exsylab run {root}", runtime=runtime,
+                            phase=(lambda r: not r.simulated) if real else (lambda r: r.simulated))
+    except PreflightRefused as exc:
+        raise InputError(source, exc.field, exc.address, exc.reason) from None
 
-    A resumed virtual run continues after the last moment anything was recorded, so that time in
-    the journal and the BDF files never runs backwards.
-    """
-    if station.simulated:
-        recorded = [t for t in [journal.last_time(), *(_last_unix_time(p) for p in folder.cycler.glob("*.csv"))]
-                    if t is not None]
-        return VirtualClock(start=max(recorded) if recorded else time.time())
-    return RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
+
+def _templates(plan: Plan) -> tuple[tuple[str, int], ...]:
+    """The TopSpin template datasets the plan's points copy their parameters from."""
+    found = {(t.name, t.expno) for s in plan.steps if (t := getattr(s, "template", None)) is not None}
+    return tuple(sorted(found))
 
 
 def _bdf_times(bdf: Path) -> tuple[float, float] | None:
@@ -108,93 +149,105 @@ def _test_start_unix_s(bdf: Path) -> float | None:
     return times[0] if times else None
 
 
-def _execute(folder: RunFolder, plan: Plan, station: StationSpec, *, show_progress: bool, seed: int) -> RunResult:
+def _execute(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: dict[str, dict[str, Any]], *,
+             show_progress: bool, signals: bool) -> RunResult:
+    """Run the plan on the open station; its instruments are made safe and closed when it ends, however it ends."""
     lock = RunLock(folder)
     if not lock.acquire():
+        runtime.close()
         raise InputError(folder.root, "RUN_DIR", MISSING, "a runner is already running this folder")
-    handler = logging.FileHandler(folder.logs / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"))
-    root_logger = logging.getLogger()
-    root_logger.addHandler(handler)
-    previous_level = root_logger.level
-    root_logger.setLevel(logging.INFO)
     journal = Journal(folder.journal)
-    runtime = None
+    notifier = Notifier(runtime.station.notifications)
+    tag = str(folder.root)
+    try:
+        with run_log.capture(folder.logs / "run.log", tag):
+            result = _run_lanes(folder, plan, runtime, cells, journal, notifier, tag,
+                                show_progress=show_progress, signals=signals)
+            _write_outputs(folder, journal, cells)
+            return result
+    finally:
+        notifier.close()
+        journal.close()
+        lock.release()
+
+
+def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: dict[str, dict[str, Any]],
+               journal: Journal, notifier: Notifier, tag: str, *, show_progress: bool, signals: bool) -> RunResult:
+    """Build the lanes and run them; afterwards the cell files are closed and the instruments safe."""
     lanes: dict[str, Any] = {}
     try:
-        clock = _make_clock(station, journal, folder)
-        cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
-        cell_meta = _cell_metadata(folder, cells)
-        _refuse_collisions(folder, plan, station, journal)
-        runtime = open_station(station, clock, folder.root, seed=seed, cells=cell_meta)
+        for role, summary in runtime.summaries.items():
+            log.info("preflight %s: %s", role, summary)
         control = Control(folder)
         control_mod.request(folder, "run")
-        control.install_sigint()
-        notifier = Notifier(station.notifications)
-        lanes.update(build_lanes(plan, runtime, folder, cell_meta))
-        view = ProgressView(plan, clock, journal.steps()) if show_progress else None
-        runner = Runner(plan, journal, lanes, clock, control, notifier, on_step=view.on_step if view else None)
-        if view is not None:
-            with view:
-                result = runner.run()
-        else:
-            result = runner.run()
-        _write_outputs(folder, journal, cells, cell_meta)
-        return result
+        lanes.update(build_lanes(plan, runtime, folder, cells))
+        view = ProgressView(plan, runtime.clock, journal.steps()) if show_progress else None
+        runner = Runner(plan, journal, lanes, runtime.clock, control, notifier,
+                        on_step=view.on_step if view else None, log_tag=tag)
+        with contextlib.ExitStack() as stack:
+            if signals:
+                stack.enter_context(control_mod.handle_signals(control))
+            if view is not None:
+                stack.enter_context(view)
+            return runner.run()
     finally:
         for lane in lanes.values():
             if isinstance(lane, CyclerLane):
                 lane.close()
-        if runtime is not None:
-            runtime.close()
-        journal.close()
-        root_logger.removeHandler(handler)
-        root_logger.setLevel(previous_level)
-        handler.close()
-        lock.release()
+        runtime.close()
+
+
+def _nmr_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: RunFolder,
+              cells: dict[str, dict[str, Any]]) -> NmrLane:
+    spec = runtime.station.spectrometer
+    assert runtime.vt is not None and runtime.spectrometer is not None  # roles_of opened both for the nmr lane
+    nmr = NmrLane(runtime.spectrometer, runtime.vt, overdue_factor=spec.overdue_factor if spec else 1.5)
+    mas_rates = [a.mas_rate_hz for s in steps if (a := getattr(s, "acquisition", None)) is not None]
+    if mas_rates:
+        runtime.vt.calibration = runtime.calibration_for(mas_rates[0])
+    return nmr
+
+
+def _cycler_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: RunFolder,
+                 cells: dict[str, dict[str, Any]]) -> CyclerLane:
+    first = steps[0]
+    assert isinstance(first, CyclerStep)
+    bdf = folder.cycler / f"{first.cell}.csv"
+    channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
+    meta = {**cells.get(first.channel, {}), "instrument": runtime.summaries.get(cycler_role(first.channel), ""),
+            "resource": runtime.station.cyclers[first.channel].resource}
+    return CyclerLane(channel, bdf, meta)
+
+
+LANE_BUILDERS: dict[str, Callable[..., Any]] = {"nmr": _nmr_lane, "cycler": _cycler_lane}
+"""Lane name (before any ':') -> the function that builds its executor on the open station."""
 
 
 def build_lanes(plan: Plan, runtime: StationRuntime, folder: RunFolder,
-                cell_meta: dict[str, dict[str, Any]]) -> dict[str, NmrLane | CyclerLane]:
+                cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One executor per lane of the plan, on the open station; cycler data go to the run folder."""
-    station = runtime.station
-    lanes: dict[str, NmrLane | CyclerLane] = {}
-    for lane_name, steps in plan.lanes.items():
-        first = steps[0]
-        if isinstance(first, CyclerStep):
-            bdf = folder.cycler / f"{first.cell}.csv"
-            channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
-            meta = {**cell_meta.get(first.channel, {}), "instrument": runtime.smus[first.channel].identify(),
-                    "resource": station.cyclers[first.channel].resource}
-            lanes[lane_name] = CyclerLane(channel, bdf, meta)
-        else:
-            lanes[lane_name] = NmrLane(runtime.spectrometer, runtime.vt, simulated=station.simulated,
-                                       overdue_factor=station.spectrometer.overdue_factor if station.spectrometer else 1.5)
-            acquisitions = [s for s in steps if isinstance(s, Acquire2D)]
-            if acquisitions:
-                runtime.vt.calibration = runtime.calibration_for(acquisitions[0].mas_rate_hz)
-    return lanes
+    return {lane: LANE_BUILDERS[lane.split(":", 1)[0]](lane, steps, runtime, folder, cells)
+            for lane, steps in plan.lanes.items()}
 
 
-def _refuse_collisions(folder: RunFolder, plan: Plan, station: StationSpec, journal: Journal) -> None:
+def _refuse_collisions(root: Path, plan: Plan, station: StationSpec, started: set[int]) -> None:
     """An expno of a step yet to run that already holds data is refused before any instrument is opened."""
-    acquisitions = [s for s in plan.steps if isinstance(s, Acquire2D)]
-    if not acquisitions:
+    acquisitions = [s for s in plan.steps if isinstance(s, Acquire2D) and s.index not in started]
+    if not acquisitions or station.spectrometer is None:
         return
-    started = {r.index for r in journal.steps() if r.status != "pending"}
-    _, data_dir = spectrometer_folders(station, folder.root)
-    problems = planned_collisions(data_dir, [s for s in acquisitions if s.index not in started])
+    _, data_dir = station.spectrometer.folders(root)
+    problems = planned_collisions(data_dir, acquisitions)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise InputError(folder.root, "expno", MISSING, f"refusing to overwrite: {problems[0]}{more}")
+        raise InputError(root, "expno", MISSING, f"refusing to overwrite: {problems[0]}{more}")
 
 
-def _cell_metadata(folder: RunFolder, cells: dict[str, CyclerStep]) -> dict[str, dict[str, Any]]:
+def _cell_metadata(plan: Plan, protocols: list[Any]) -> dict[str, dict[str, Any]]:
     """Per channel: the cell as its protocol describes it (for the BDF metadata and the simulated cell)."""
     out = {}
+    cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
     for channel, step in cells.items():
-        protocol = next((p for p in (load_protocol(c) for c in folder.protocol_copies())
-                         if getattr(p, "cell", None) is not None and p.cell.channel == channel), None)
+        protocol = next((p for p in protocols if getattr(p, "cell", None) is not None and p.cell.channel == channel), None)
         cell = protocol.cell if protocol is not None else None
         out[channel] = {"cell": step.cell, "channel": channel, "protocol": step.protocol,
                         "active_mass_g": cell.active_mass_g if cell else None,
@@ -204,29 +257,28 @@ def _cell_metadata(folder: RunFolder, cells: dict[str, CyclerStep]) -> dict[str,
     return out
 
 
-def _write_outputs(folder: RunFolder, journal: Journal, cells: dict[str, CyclerStep],
-                   metadata: dict[str, dict[str, Any]]) -> None:
-    """datasets.json (links to every TopSpin dataset), per-cell cycle summaries, summary.json."""
+def _write_outputs(folder: RunFolder, journal: Journal, metadata: dict[str, dict[str, Any]]) -> None:
+    """datasets.json (links to every TopSpin dataset, any step kind), per-cell cycle summaries, summary.json."""
     folder.write_json(DATASETS_FILE, [
         {"dataset_dir": str(Path(d["path"]).parent.parent), "name": d["dataset"], "expno": d["expno"],
-         "path": d["path"], "temperature_k": d["temperature_k"], "sample_temperature_k": d["sample_temperature_k"],
-         "setpoint_k": d["setpoint_k"], "mixing_time_s": d["mixing_time_s"], "status": d["status"],
-         "note": d["note"], "step": d["idx"]}
+         "path": d["path"], "kind": d["kind"], "temperature_k": d["temperature_k"],
+         "sample_temperature_k": d["sample_temperature_k"], "setpoint_k": d["setpoint_k"], "params": d["params"],
+         "status": d["status"], "note": d["note"], "step": d["idx"]}
         for d in journal.datasets()
     ])
     cycling = {}
-    for channel, step in cells.items():
-        bdf = folder.cycler / f"{step.cell}.csv"
-        mass_g = metadata[channel]["active_mass_g"]
+    for meta in metadata.values():
+        bdf = folder.cycler / f"{meta['cell']}.csv"
+        mass_g = meta["active_mass_g"]
         if bdf.exists() and mass_g:
             try:
                 summary, _ = summarize_cycling(bdf, mass_g, equilibrium_v=LI2S_EQUILIBRIUM_V)
             except AnalysisInputError as exc:  # e.g. a channel stopped before its second sample
-                log.warning("no cycle summary for %s: %s", step.cell, exc)
+                log.warning("no cycle summary for %s: %s", meta["cell"], exc)
                 continue
-            write_cycle_csv(summary["cycles"], folder.cycler / f"{step.cell}.cycles.csv")
-            cycling[step.cell] = {"cycles": summary["n_cycles"], "bdf": str(bdf),
-                                  "mean_coulombic_efficiency_pct": summary["average"]["coulombic_efficiency_pct"]}
+            write_cycle_csv(summary["cycles"], folder.cycler / f"{meta['cell']}.cycles.csv")
+            cycling[meta["cell"]] = {"cycles": summary["n_cycles"], "bdf": str(bdf),
+                                     "mean_coulombic_efficiency_pct": summary["average"]["coulombic_efficiency_pct"]}
     write_report(folder, journal, cycling)
     records = journal.steps()
     folder.write_json(SUMMARY_FILE, {

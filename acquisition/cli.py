@@ -73,14 +73,15 @@ def _report(folder, result, console: Console) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import api  # drivers load only for commands that need them
 
-    folder, result = api.start_run(args.protocol, args.station, args.run_dir, show_progress=not args.quiet)
+    folder, result = api.start_run(args.protocol, args.station, args.run_dir, show_progress=not args.quiet,
+                                   signals=True)
     return _report(folder, result, Console())
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from . import api  # drivers load only for commands that need them
 
-    folder, result = api.resume_run(args.run_dir, show_progress=not args.quiet)
+    folder, result = api.resume_run(args.run_dir, show_progress=not args.quiet, signals=True)
     return _report(folder, result, Console())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from drivers.cycler import CyclerChannel, CyclerError, CyclerLimits, CyclerStepSpec
 from protocols.plan import CyclerStep, Step
@@ -49,9 +49,14 @@ class CyclerLane:
         except OSError as exc:
             log.error("closing the cell's data file %s failed: %s", self.bdf_path, exc)
 
+    def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
+        """The step kinds this lane executes, each with its executor (the dispatch table)."""
+        return {"cycler_step": self._run}
+
     def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        if not isinstance(step, CyclerStep):
-            raise StepFailed(f"a cycler lane cannot run a {step.kind} step")
+        return self.kinds()[step.kind](step, ctx)  # the runner checked every kind of the plan before starting
+
+    def _run(self, step: CyclerStep, ctx: StepContext) -> dict[str, Any]:
         start_capacity_ah = self._continue_from_ah.pop(step.index, 0.0)
         if ctx.should_stop():
             raise StopRequested()

@@ -26,8 +26,8 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, idx INTEGER, at REAL NOT NULL, status TEXT NOT NULL, detail TEXT);
 CREATE TABLE IF NOT EXISTS datasets (
-    dataset TEXT NOT NULL, expno INTEGER NOT NULL, idx INTEGER NOT NULL, path TEXT NOT NULL,
-    temperature_k REAL, sample_temperature_k REAL, setpoint_k REAL, mixing_time_s REAL,
+    dataset TEXT NOT NULL, expno INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    temperature_k REAL, sample_temperature_k REAL, setpoint_k REAL, params TEXT NOT NULL,
     status TEXT NOT NULL, note TEXT, at REAL NOT NULL, PRIMARY KEY (dataset, expno));
 """
 
@@ -118,20 +118,26 @@ class Journal:
         self._tx([("INSERT INTO events (idx, at, status, detail) VALUES (?, ?, ?, ?)",
                    (index, at, status, json.dumps(detail or {}, default=str)))])
 
-    def record_dataset(self, *, dataset: str, expno: int, index: int, path: str, temperature_k: float,
-                       mixing_time_s: float, status: str, at: float, sample_temperature_k: float | None = None,
+    def record_dataset(self, *, dataset: str, expno: int, index: int, kind: str, path: str, temperature_k: float,
+                       params: dict[str, Any], status: str, at: float, sample_temperature_k: float | None = None,
                        setpoint_k: float | None = None, note: str = "") -> None:
-        """Link a TopSpin dataset to its grid point (status: running, done, partial, flagged, failed)."""
+        """Link a TopSpin dataset to its step (any kind; its own parameters in `params`), status running..failed."""
         self._tx([(
-            "INSERT OR REPLACE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (dataset, expno, index, path, temperature_k, sample_temperature_k, setpoint_k, mixing_time_s, status, note, at),
+            "INSERT OR REPLACE INTO datasets (dataset, expno, idx, kind, path, temperature_k, sample_temperature_k, "
+            "setpoint_k, params, status, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (dataset, expno, index, kind, path, temperature_k, sample_temperature_k, setpoint_k,
+             json.dumps(params, default=str), status, note, at),
         )])
 
     def datasets(self) -> list[dict[str, Any]]:
+        """Every dataset record, its `params` decoded (e.g. {"mixing_time_s": 0.1} for an EXSY point)."""
         with self._lock:
             cursor = self._db.execute("SELECT * FROM datasets ORDER BY idx, at")
             names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+        for row in rows:
+            row["params"] = json.loads(row["params"] or "{}")
+        return rows
 
     def steps(self) -> list[StepRecord]:
         with self._lock:

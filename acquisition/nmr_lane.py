@@ -8,9 +8,8 @@ acquisition goes into a fresh expno and the earlier dataset is kept and marked.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from drivers.bruker_params import dataset_complete, expno_has_data
 from drivers.topspin import (
@@ -22,8 +21,10 @@ from drivers.topspin import (
     TopSpinDriver,
     TopSpinNotRunning,
 )
-from drivers.vt import TemperatureController, VtError
-from protocols.plan import Acquire2D, MoveTemperature, Step, WaitStable
+from drivers.clock import RealTimer
+from drivers.errors import InstrumentError
+from drivers.vt import TemperatureController
+from protocols.plan import Acquire2D, MoveTemperature, Stability, Step, WaitStable
 from protocols.timing import ramp_s
 
 from .run_folder import write_atomic
@@ -43,7 +44,7 @@ def planned_collisions(data_dir: Path, steps: list[Acquire2D]) -> list[str]:
     problems = []
     for step in steps:
         path = data_dir / step.dataset / str(step.expno)
-        if step.on_collision == "error" and expno_has_data(path):
+        if step.policy.on_collision == "error" and expno_has_data(path):
             problems.append(f"{step.dataset}/{step.expno} already holds data ({path})")
     return problems
 
@@ -56,37 +57,29 @@ def mark_dataset(expno_dir: Path, status: str, reason: str) -> None:
 class NmrLane:
     """Executes the NMR lane's steps on the spectrometer and the VT unit."""
 
-    def __init__(self, spectrometer: TopSpinDriver, vt: TemperatureController, *, simulated: bool,
-                 overdue_factor: float = 1.5) -> None:
+    def __init__(self, spectrometer: TopSpinDriver, vt: TemperatureController, *, overdue_factor: float = 1.5,
+                 real_timer: RealTimer | None = None) -> None:
         self.spectrometer = spectrometer
         self.vt = vt
-        self.simulated = simulated
         self.overdue_factor = overdue_factor
+        self._real_timer = real_timer or RealTimer()
         self._reserved_expnos: set[tuple[str, int]] = set()
         # False until this process has moved the VT itself: after a resume the VT may have lost its set point
         self._temperature_established = False
 
-    # ---- preflight ----------------------------------------------------------------------
-    def ensure_template(self, step: Acquire2D) -> None:
-        """On the simulated station, provide the template experiment a user would have set up by hand."""
-        path = self.spectrometer.expno_dir(step.template_name, step.template_expno)
-        if self.simulated and not path.exists():
-            self.spectrometer.create_dataset(step.template_name, step.template_expno, template=None)
-
     # ---- LaneExecutor -------------------------------------------------------------------
+    def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
+        """The step kinds this lane executes, each with its executor (the dispatch table)."""
+        return {"move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire}
+
     def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         if ctx.should_stop():
             raise StopRequested()
+        run = self.kinds()[step.kind]  # the runner checked every kind of the plan before starting
         try:
-            if isinstance(step, MoveTemperature):
-                return self._move(step, ctx)
-            if isinstance(step, WaitStable):
-                return self._wait(step, ctx)
-            if isinstance(step, Acquire2D):
-                return self._acquire(step, ctx)
-        except (VtError, SpectrometerError) as exc:
+            return run(step, ctx)
+        except InstrumentError as exc:
             raise StepFailed(str(exc), detail={"error_type": type(exc).__name__}) from exc
-        raise StepFailed(f"the NMR lane cannot run a {step.kind} step")
 
     def reconcile(self, step: Step, progress: dict[str, Any], ctx: StepContext) -> str:
         """A step found 'running' on resume: an acquisition that finished counts as done; else redo."""
@@ -94,9 +87,9 @@ class NmrLane:
             return "redo"
         expno = int(progress["expno"])
         path = self.spectrometer.expno_dir(step.dataset, expno)
+        state: str
         try:
-            status = self.spectrometer.acquisition_status(step.dataset, expno)
-            state = status.state
+            state = self.spectrometer.acquisition_status(step.dataset, expno).state
         except SpectrometerError as exc:
             log.warning("resume: cannot ask TopSpin about %s/%s (%s); judging the files", step.dataset, expno, exc)
             state = "unknown"
@@ -136,8 +129,12 @@ class NmrLane:
             self.vt.set_ramp_rate_k_per_min(self.vt.limits.max_ramp_k_per_min)
             self.vt.set_sample_temperature_k(step.temperature_k)
             self._temperature_established = True
-        result = self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
+        result = self._wait_stable(step.temperature_k, step.stability)
         return {"sample_k": result.last_reading_k, "setpoint_k": result.setpoint_k, "waited_s": result.waited_s}
+
+    def _wait_stable(self, temperature_k: float, stability: Stability) -> Any:
+        return self.vt.wait_stable(temperature_k, stability.tolerance_k, stability.hold_s, stability.timeout_s,
+                                   poll_s=VT_POLL_S)
 
     def _reestablish_temperature(self, step: Acquire2D, ctx: StepContext) -> None:
         """After a resume, set and wait for the point's temperature before acquiring (the VT may have reset)."""
@@ -145,7 +142,7 @@ class NmrLane:
         self.vt.set_ramp_rate_k_per_min(self.vt.limits.max_ramp_k_per_min)
         self.vt.set_sample_temperature_k(step.temperature_k)
         self._temperature_established = True
-        self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
+        self._wait_stable(step.temperature_k, step.stability)
 
     def _fresh_expno(self, step: Acquire2D) -> int:
         """A never-used expno for a re-acquisition, above the whole series' planned range."""
@@ -161,12 +158,11 @@ class NmrLane:
         if tried:  # an earlier attempt (failed, partial, flagged) keeps its data: a fresh expno for this one
             expno = self._fresh_expno(step)
         elif expno_has_data(path):
-            if step.on_collision == "error" and (step.dataset, expno) not in self._reserved_expnos:
+            if step.policy.on_collision == "error" and (step.dataset, expno) not in self._reserved_expnos:
                 raise StepFailed(f"{step.dataset}/{expno} already holds data; refusing to overwrite it", lane_fatal=True)
             expno = self._fresh_expno(step)
         for attempt in range(1, MAX_ACQUISITION_ATTEMPTS + 1):
             try:
-                self.ensure_template(step)
                 if not self._temperature_established:
                     self._reestablish_temperature(step, ctx)
                 outcome = self._acquire_once(step, expno, ctx)
@@ -178,11 +174,11 @@ class NmrLane:
                 if expno_has_data(self.spectrometer.expno_dir(step.dataset, expno)):
                     expno = self._fresh_expno(step)
                 continue
-            if not outcome.get("flagged") or step.on_vt_excursion == "flag":
+            if not outcome.get("flagged") or step.policy.on_vt_excursion == "flag":
                 return outcome
             # re-acquire: the flagged dataset stays, marked; wait for the temperature, then a fresh expno
             ctx.note("reacquire", expno=expno, max_deviation_k=outcome["max_deviation_k"], attempt=attempt)
-            self.vt.wait_stable(step.temperature_k, step.tolerance_k, step.hold_s, step.timeout_s, poll_s=VT_POLL_S)
+            self._wait_stable(step.temperature_k, step.stability)
             expno = self._fresh_expno(step)
         raise StepFailed(f"{step.dataset}: the point at {step.temperature_k:.1f} K, tmix {step.mixing_time_s:g} s was "
                          f"not acquired cleanly in {MAX_ACQUISITION_ATTEMPTS} attempts (temperature excursions or "
@@ -200,13 +196,14 @@ class NmrLane:
         while self.spectrometer.heartbeat_seq() in (None, last_seq) or not self.spectrometer.is_alive():
             if ctx.should_stop():
                 raise StopRequested()
-            time.sleep(TOPSPIN_OUTAGE_POLL_REAL_S)  # real time: the heartbeat is the TopSpin PC's, not our clock's
+            self._real_timer.wait_real_s(TOPSPIN_OUTAGE_POLL_REAL_S)  # the heartbeat is the TopSpin PC's, not our clock's
         ctx.note("resumed", reason="TopSpin's heartbeat is back")
         ctx.notifier.notify({"event": "lane resumed", "lane": "nmr"})
 
     def _judge_after_outage(self, step: Acquire2D, expno: int, ctx: StepContext) -> dict[str, Any] | None:
         """After TopSpin came back: an acquisition that completed is kept as done; a partial one is marked."""
         path = self.spectrometer.expno_dir(step.dataset, expno)
+        state: str
         try:
             state = self.spectrometer.acquisition_status(step.dataset, expno).state
         except SpectrometerError:
@@ -222,10 +219,11 @@ class NmrLane:
         return None
 
     def _params(self, step: Acquire2D, setpoint_k: float | None) -> dict[str, object]:
+        a = step.acquisition
         return {
-            "PULPROG": step.pulprog, "NS": step.ns, "DS": step.ds, "TD": step.td2, "TD1": step.td1,
-            "D1": step.d1_s, "D8": step.mixing_time_s, "IN0": step.in0_s, "SW": step.sw_ppm, "SFO1": step.sfo1_mhz,
-            "FnMODE": step.fn_mode, "MASR": step.mas_rate_hz,
+            "PULPROG": a.pulprog, "NS": a.ns, "DS": a.ds, "TD": a.td2, "TD1": a.td1,
+            "D1": a.d1_s, "D8": step.mixing_time_s, "IN0": a.in0_s, "SW": a.sw_ppm, "SFO1": a.sfo1_mhz,
+            "FnMODE": a.fn_mode, "MASR": a.mas_rate_hz,
             # TE holds the sample temperature (what analysis needs); the VT set point goes in the title
             "TE": step.temperature_k,
             "TITLE": step.title + (f"\nVT set point {setpoint_k:.2f} K (sensor), sample {step.temperature_k:.2f} K"
@@ -236,7 +234,7 @@ class NmrLane:
         name = step.dataset
         self._reserved_expnos.add((name, expno))
         try:
-            path = self.spectrometer.create_dataset(name, expno, template=(step.template_name, step.template_expno))
+            path = self.spectrometer.create_dataset(name, expno, template=(step.template.name, step.template.expno))
         except ExpnoCollision as exc:
             raise StepFailed(str(exc)) from exc
         setpoint_k = self.vt.setpoint_k
@@ -248,18 +246,18 @@ class NmrLane:
         watch = {"max_deviation_k": abs(sample_start_k - step.temperature_k), "flagged": False, "readings": 0}
 
         def on_poll() -> None:
-            ok, reading_k = self.vt.in_band(step.temperature_k, step.excursion_tolerance_k)
+            ok, reading_k = self.vt.in_band(step.temperature_k, step.policy.excursion_tolerance_k)
             watch["readings"] += 1
             watch["max_deviation_k"] = max(watch["max_deviation_k"], abs(reading_k - step.temperature_k))
             if not ok and not watch["flagged"]:
                 watch["flagged"] = True
                 ctx.note("vt_excursion", expno=expno, reading_k=reading_k, target_k=step.temperature_k)
-                if step.on_vt_excursion == "stop":
+                if step.policy.on_vt_excursion == "stop":
                     self.spectrometer.stop_acquisition()
                     raise StepFailed(f"sample temperature {reading_k:.2f} K left {step.temperature_k:.2f} ± "
-                                     f"{step.excursion_tolerance_k:g} K during {name}/{expno}; acquisition stopped")
+                                     f"{step.policy.excursion_tolerance_k:g} K during {name}/{expno}; acquisition stopped")
             if ctx.should_stop():
-                if step.on_stop == "finish":  # the protocol asks to let a running 2D complete
+                if step.policy.on_stop == "finish":  # the protocol asks to let a running 2D complete
                     if not watch.get("finishing"):
                         watch["finishing"] = True
                         ctx.note("stop_requested", expno=expno, policy="finish the running acquisition")
@@ -308,6 +306,6 @@ class NmrLane:
     def _record(self, ctx: StepContext, step: Acquire2D, expno: int, path: Path, status: str,
                 readings: dict[str, Any], note: str = "") -> None:
         ctx.journal.record_dataset(
-            dataset=step.dataset, expno=expno, index=step.index, path=str(path), temperature_k=step.temperature_k,
-            mixing_time_s=step.mixing_time_s, status=status, at=ctx.clock.now(),
+            dataset=step.dataset, expno=expno, index=step.index, kind=step.kind, path=str(path),
+            temperature_k=step.temperature_k, params=step.record_params(), status=status, at=ctx.clock.now(),
             sample_temperature_k=readings.get("sample_k"), setpoint_k=readings.get("setpoint_k"), note=note)

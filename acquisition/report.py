@@ -53,12 +53,13 @@ def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -
              "- steps: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "failed", "skipped", "pending", "running")),
              ""]
     if datasets:
-        lines += ["## Datasets", "", "| expno | T target / K | T sample / K | tmix / s | status | note |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["## Datasets", "", "| dataset | step kind | T target / K | T sample / K | parameters | status | note |",
+                  "|---|---|---|---|---|---|---|"]
         for d in sorted(datasets, key=lambda d: (d["dataset"], d["expno"])):
             sample = f"{d['sample_temperature_k']:.2f}" if d["sample_temperature_k"] is not None else "-"
-            lines.append(f"| {d['dataset']}/{d['expno']} | {d['temperature_k']:.2f} | {sample} | "
-                         f"{d['mixing_time_s']:g} | {d['status']} | {d['note'] or ''} |")
+            params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d["params"].items())
+            lines.append(f"| {d['dataset']}/{d['expno']} | {d['kind']} | {d['temperature_k']:.2f} | {sample} | "
+                         f"{params or '-'} | {d['status']} | {d['note'] or ''} |")
         lines.append("")
     problems = [s for s in steps if s.status in ("failed", "running")]
     unusable = [d for d in datasets if d["status"] in ("partial", "flagged", "failed")]

@@ -88,14 +88,27 @@ def default_run_dir(base: Path, name: str) -> Path:
     return base / f"{stamp}-{name}"
 
 
-def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path | None) -> RunFolder:
-    """Make a new run folder holding copies of the inputs as given; never reuse a folder that holds a run."""
-    root = Path(root).resolve()  # every path the run records is absolute
-    if (root / JOURNAL_FILE).exists():
+def check_new_run_dir(root: Path) -> None:
+    """Refuse a --run-dir that holds a run or anything else (before any instrument is opened)."""
+    if (root / JOURNAL_FILE).exists() or (root / "inputs" / "manifest.json").exists():
         raise InputError(root, "--run-dir", MISSING, "already holds a run: use `exsylab resume` or choose another folder")
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(root, "--run-dir", MISSING, "folder is not empty; choose a new one")
-    folder = RunFolder(root)
+
+
+def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path | None) -> RunFolder:
+    """Make a new run folder holding copies of the inputs as given; never reuse a folder that holds a run.
+
+    The folder is built beside its final place and renamed into it once the inputs are written, so
+    a run killed while starting leaves either no folder or a complete one that `resume` takes.
+    """
+    root = Path(root).resolve()  # every path the run records is absolute
+    check_new_run_dir(root)
+    staging = root.with_name(f".{root.name}.creating")
+    if staging.exists():  # left by a start that was killed before its folder was complete
+        log.warning("removing %s, left by a run killed while it was starting", staging)
+        shutil.rmtree(staging)
+    folder = RunFolder(staging)
     for sub in (folder.root, folder.logs, folder.cycler, folder.inputs):
         sub.mkdir(parents=True, exist_ok=True)
     names = []
@@ -111,7 +124,10 @@ def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path
         {"protocols": names, "station": station_name,
          "originals": [str(Path(p).resolve()) for p in protocol_paths],
          "station_original": str(Path(station_path).resolve()) if station_path else None}, indent=1))
-    return folder
+    if root.exists():
+        root.rmdir()  # empty, checked above
+    os.replace(staging, root)
+    return RunFolder(root)
 
 
 def copy_station_redacted(source: Path, target: Path) -> None:

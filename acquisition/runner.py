@@ -14,9 +14,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol as TypingProtocol
 
-from drivers.clock import Clock
+from drivers.clock import Clock, RealTimer
 from protocols.plan import Plan, Step
 
+from . import run_log
 from .control import Control
 from .journal import Journal
 from .notify import Notifier
@@ -41,7 +42,9 @@ class StopRequested(Exception):
 
 
 class LaneExecutor(TypingProtocol):
-    """What a lane needs: run one step, reconcile a step found running on resume, make its instruments safe."""
+    """What a lane needs: the step kinds it runs, run one step, reconcile a step found running on resume, make safe."""
+
+    def kinds(self) -> dict[str, Callable[[Any, "StepContext"], dict[str, Any]]]: ...
 
     def execute(self, step: Step, ctx: "StepContext") -> dict[str, Any]: ...
 
@@ -97,10 +100,17 @@ class Runner:
     """Executes a plan against lane executors, durably and resumably."""
 
     def __init__(self, plan: Plan, journal: Journal, executors: dict[str, LaneExecutor], clock: Clock,
-                 control: Control, notifier: Notifier, *, on_step: Callable[[Step, str], None] | None = None) -> None:
+                 control: Control, notifier: Notifier, *, on_step: Callable[[Step, str], None] | None = None,
+                 log_tag: str | None = None, real_timer: RealTimer | None = None) -> None:
         missing = set(plan.lanes) - set(executors)
         if missing:
             raise ValueError(f"no executor for lanes {sorted(missing)}")
+        for lane, steps in plan.lanes.items():
+            unknown = sorted({s.kind for s in steps} - set(executors[lane].kinds()))
+            if unknown:
+                raise ValueError(f"lane {lane} cannot run step kinds {unknown} (it runs {sorted(executors[lane].kinds())})")
+        self._log_tag = log_tag
+        self._real_timer = real_timer or RealTimer()
         self.plan = plan
         self.journal = journal
         self.executors = executors
@@ -144,6 +154,8 @@ class Runner:
         return result
 
     def _lane_thread(self, lane: str, steps: list[Step], results: dict[str, LaneResult]) -> None:
+        if self._log_tag is not None:
+            run_log.register_thread(self._log_tag)
         with self.clock.participant():
             if self._barrier is not None:
                 self._barrier.wait()
@@ -210,6 +222,16 @@ class Runner:
                     return LaneResult(lane, "failed", str(exc), done)
                 failures.append(f"step {step.index}: {exc}")
                 continue
+            except Exception as exc:  # a bug or an unforeseen fault: the step fails, the lane stops safely
+                log.error("lane %s: step %d raised %r\n%s", lane, step.index, exc, traceback.format_exc())
+                self._safe(lane)
+                message = f"internal error: {type(exc).__name__}: {exc}"
+                commit((step.index, "failed", {"error": message, "error_type": type(exc).__name__}))
+                self._on_step(step, "failed")
+                self.notifier.notify({"event": "step failed", "lane": lane, "step": step.index,
+                                      "label": step.label, "error": message})
+                self._skip_rest(lane, steps, step.index, f"lane stopped after step {step.index} failed")
+                return LaneResult(lane, "failed", message, done)
             except BaseException:
                 commit()
                 raise
@@ -235,8 +257,6 @@ class Runner:
 
     def _wait_while_paused(self, lane: str) -> bool:
         """Block at a safe point while paused; False when the user asked to stop."""
-        import time
-
         announced = False
         while True:
             state = self.control.state()
@@ -248,4 +268,4 @@ class Runner:
                 log.info("lane %s paused at a safe point", lane)
                 self.journal.event(None, "paused", at=self.clock.now(), detail={"lane": lane})
                 announced = True
-            time.sleep(PAUSE_POLL_REAL_S)
+            self._real_timer.wait_real_s(PAUSE_POLL_REAL_S)  # a pause is not run time

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ if TYPE_CHECKING:  # drivers load only when a selftest runs, not for every CLI c
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
-OCV_CURRENT_MAX_A = 1e-6  # |current| read with the output off; more means something is sourcing
 SCRATCH_PREFIX = "exsylab_selftest_"
+SPECTROMETER_ROLE, VT_ROLE = "spectrometer", "vt"
 
 
 @dataclass(frozen=True)
@@ -70,80 +71,39 @@ def selftest(station: StationSpec, *, clock: Clock | None = None, workdir: Path 
              timeout_s: float = 2.0) -> list[Check]:
     """Run every check against the station's instruments; returns one Check per row.
 
-    A `simulated: true` station starts its simulators in `workdir` (default: a temporary folder).
+    Instruments open through the same factory as a run's (locks, then open and preflight), each on
+    its own so that one missing instrument does not hide the others; `sim://` ones start their
+    simulators in `workdir` (default: a temporary folder). Raises PreflightRefused when another
+    run holds one of the instruments.
     """
-    from .station_runtime import StationRuntime, open_station
+    from .station_runtime import CYCLER_PREFIX, OpenContext, PreflightRefused, StationRuntime, lock_real, open_role
+    from .station_runtime import roles_of
 
+    roles = roles_of(station, [SPECTROMETER_ROLE, VT_ROLE, *(CYCLER_PREFIX + c for c in station.cyclers)])
     clock = clock or RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
     checks = _Checks()
-    if station.simulated:
-        with tempfile.TemporaryDirectory(prefix="exsylab-selftest-") as tmp:
-            runtime = open_station(station, clock, workdir or Path(tmp))
-            try:
-                _check_runtime(runtime, checks)
-            finally:
-                runtime.close()
-        return checks.results
-    runtime = StationRuntime(station=station, clock=clock)
-    try:
-        _open_each(runtime, checks, timeout_s)
-        _check_runtime(runtime, checks)
-    finally:
-        _close_transports(runtime)
+    with tempfile.TemporaryDirectory(prefix="exsylab-selftest-") as tmp:
+        ctx = OpenContext(workdir=workdir or Path(tmp), io_timeout_s=timeout_s)
+        runtime = StationRuntime(station=station, clock=clock)
+        try:
+            lock_real(runtime, roles, holder="exsylab selftest")
+            for role in roles:
+                def probe(role=role) -> tuple[bool, str]:
+                    try:
+                        open_role(runtime, role, ctx)
+                    except PreflightRefused as exc:
+                        return False, exc.reason
+                    return True, runtime.summaries[role.name]
+
+                checks.run(_instrument_label(role.name), "open and preflight", probe)
+            _check_runtime(runtime, checks)
+        finally:
+            runtime.close(make_safe=False)  # the bench stays as the user left it
     return checks.results
 
 
-def _open_each(runtime: StationRuntime, checks: _Checks, timeout_s: float) -> None:
-    """Open each instrument on its own, so one missing instrument does not hide the others."""
-    from drivers.keithley2450 import Keithley2450
-    from drivers.lakeshore import LakeShore336
-    from drivers.topspin import TopSpinDriver
-    from drivers.vt import TopSpinVt, VtLimits
-
-    station, clock = runtime.station, runtime.clock
-    spec = station.spectrometer
-    if spec is not None:
-        def open_spectrometer() -> tuple[bool, str]:
-            if not spec.automation_dir.is_dir():
-                return False, f"automation folder {spec.automation_dir} does not exist"
-            runtime.spectrometer = TopSpinDriver(spec.automation_dir, spec.data_dir, clock,
-                                                 heartbeat_timeout_s=spec.heartbeat_timeout_s,
-                                                 job_timeout_s=max(5.0, 5 * timeout_s))
-            return True, f"automation {spec.automation_dir}, data {spec.data_dir}"
-
-        checks.run("TopSpin", "open", open_spectrometer)
-    vt = station.vt
-    if vt is not None:
-        limits = VtLimits(min_k=vt.limits.min_k, max_k=vt.limits.max_k, max_ramp_k_per_min=vt.limits.max_ramp_k_per_min)
-
-        def open_vt() -> tuple[bool, str]:
-            if vt.driver == "topspin":
-                if runtime.spectrometer is None:
-                    return False, "a TopSpin-controlled VT needs the spectrometer, which did not open"
-                runtime.vt = TopSpinVt(runtime.spectrometer, clock, limits)
-                return True, "through TopSpin (teget)"
-            runtime.vt = LakeShore336(str(vt.port), clock, limits, baudrate=vt.baudrate, output=vt.output,
-                                      sensor_input=vt.sensor_input, timeout_s=timeout_s, reconnect_attempts=1)
-            return True, str(vt.port)
-
-        checks.run("VT", "open", open_vt)
-    for name, cycler in station.cyclers.items():
-        def open_smu(name: str = name, cycler: CyclerSpec = cycler) -> tuple[bool, str]:
-            runtime.smus[name] = Keithley2450(cycler.resource, timeout_s=timeout_s, retries=1)
-            return True, cycler.resource
-
-        checks.run(f"cycler {name}", "open", open_smu)
-
-
-def _close_transports(runtime: StationRuntime) -> None:
-    """Close the connections only: nothing is switched or held, the bench stays as the user left it."""
-    for smu in runtime.smus.values():
-        smu.close()
-    if runtime.vt is not None:
-        try:
-            runtime.vt.close()
-        except Exception as exc:  # noqa: BLE001 - closing must go on
-            log.error("closing VT: %s", exc)
+def _instrument_label(role: str) -> str:
+    return {"spectrometer": "TopSpin", "vt": "VT"}.get(role, role.replace(":", " "))
 
 
 def _check_runtime(runtime: StationRuntime, checks: _Checks) -> None:
@@ -151,7 +111,7 @@ def _check_runtime(runtime: StationRuntime, checks: _Checks) -> None:
         _check_topspin(runtime.spectrometer, checks)
     if runtime.vt is not None and runtime.station.vt is not None:
         _check_vt(runtime.vt, checks)
-    for name, smu in runtime.smus.items():
+    for name, smu in runtime.cyclers.items():
         _check_cycler(name, smu, runtime.station.cyclers[name], checks)
 
 
@@ -210,10 +170,9 @@ def _check_cycler(name: str, smu: Keithley2450, spec: CyclerSpec, checks: _Check
         return
 
     def ocv() -> tuple[bool, str]:
-        voltage_v, current_a, _ = smu.read()
-        ok = abs(current_a) <= OCV_CURRENT_MAX_A and spec.voltage_min_v <= voltage_v <= spec.voltage_max_v
-        return ok, (f"{voltage_v:.4f} V at {current_a:.2e} A (limits {spec.voltage_min_v:g}..{spec.voltage_max_v:g} V, "
-                    f"|I| <= {OCV_CURRENT_MAX_A:g} A)")
+        voltage_v = smu.measure_open_circuit_v()
+        ok = spec.voltage_min_v <= voltage_v <= spec.voltage_max_v
+        return ok, f"{voltage_v:.4f} V with the output off (limits {spec.voltage_min_v:g}..{spec.voltage_max_v:g} V)"
 
     checks.run(instrument, "open-circuit voltage", ocv)
 
@@ -242,9 +201,15 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     try:
         station = load_station(args.station)
     except InputError as exc:
-        print(f"exsylab: refused: {exc.message()}")
+        print(f"exsylab: refused: {exc.message()}", file=sys.stderr)
         return EXIT_REFUSED
-    results = selftest(station, timeout_s=args.timeout)
+    from .station_runtime import PreflightRefused
+
+    try:
+        results = selftest(station, timeout_s=args.timeout)
+    except PreflightRefused as exc:
+        print(f"exsylab: refused: {args.station}: {exc.field} = {exc.address!r}: {exc.reason}", file=sys.stderr)
+        return EXIT_REFUSED
     console = Console(width=max(Console().width, 120))
     print_table(results, console, f"selftest of {station.name}")
     failed = [r for r in results if not r.ok]

@@ -1,8 +1,11 @@
-"""Opening a station: drivers over their transports, and the simulators behind `sim://` addresses.
+"""Opening a station: the one factory that builds instruments from station entries, with preflight and locks.
 
-A `sim://` address starts the matching simulator on its real wire (a pty for the VT
-controller, a loopback SCPI server per cycler channel, an automation folder for TopSpin),
-and the real driver is then pointed at it exactly as at an instrument.
+The runner, `exsylab selftest` and the HIL harness all open instruments here. Only the
+instruments a plan's lanes use are opened. A real address is locked first (a second run on it
+is refused, naming the holder), then opened and preflighted (identified, configuration checked);
+a `sim://` address starts its simulator on its real wire (a pty, a loopback socket, a folder) in
+the run folder, and the real driver is pointed at it exactly as at an instrument. Simulation is a
+property of each address: virtual time only when every instrument the run opens is simulated.
 """
 
 from __future__ import annotations
@@ -10,139 +13,238 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
-from drivers.clock import Clock
+from drivers.clock import Clock, RealClock, VirtualClock
 from drivers.cycler import CyclerChannel, CyclerLimits
-from drivers.keithley2450 import Keithley2450
-from drivers.lakeshore import LakeShore336
-from drivers.topspin import TopSpinDriver
-from drivers.vt import MasCalibration, TemperatureController, TopSpinVt, VtLimits
-from protocols.station import StationSpec
+from drivers.errors import InstrumentError
+from drivers.vt import MasCalibration, TemperatureController
+from protocols.station import StationSpec, is_sim
+
+from .instruments import Kind, UnknownDriver, entry_for, load
 
 log = logging.getLogger(__name__)
 
-SIM_SCHEME = "sim://"
+SPECTROMETER, VT = "spectrometer", "vt"
+TOPSPIN_LOCK_FILE = "exsylab.lock"  # in the automation folder: seen by every computer that shares it
 
 
-def _is_sim(address: str | None) -> bool:
-    return bool(address) and str(address).startswith(SIM_SCHEME)
+CYCLER_PREFIX = "cycler:"
+
+
+def cycler_role(channel: str) -> str:
+    return f"{CYCLER_PREFIX}{channel}"
+
+
+class PreflightRefused(Exception):
+    """An instrument cannot be used: unknown driver, address not there, wrong configuration, held by another run.
+
+    `field` is where the station file names it (vt.port, cyclers.ch1.resource); one-line message.
+    """
+
+    def __init__(self, field: str, address: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.address = address
+        self.reason = " ".join(reason.split())
+
+
+@dataclass(frozen=True)
+class Role:
+    """One instrument of the station as a run uses it: what kind, which entry, where in the file."""
+
+    name: str  # spectrometer, vt, cycler:<channel>
+    kind: Kind
+    driver: str
+    address: str
+    field: str
+    entry: dict[str, Any]
+
+    @property
+    def simulated(self) -> bool:
+        return is_sim(self.address)
+
+
+LANE_ROLES = {"nmr": (SPECTROMETER, VT)}
+"""The instruments a lane uses; a cycler lane `cycler:<ch>` uses the instrument of the same name."""
+
+
+def roles_of(station: StationSpec, lanes: Iterable[str]) -> list[Role]:
+    """The station's instruments that these lanes (or instrument names) use, in the order they must open."""
+    wanted = {role for lane in lanes for role in LANE_ROLES.get(lane, (lane,))}
+    out: list[Role] = []
+    vt, spec = station.vt, station.spectrometer
+    if VT in wanted and vt is not None and vt.port is not None:  # a VT on its own wire opens first (a sim TopSpin follows it)
+        out.append(Role(VT, "vt", vt.driver, vt.port, "vt.port", vt.model_dump()))
+    if SPECTROMETER in wanted and spec is not None:
+        out.append(Role(SPECTROMETER, "spectrometer", spec.driver, spec.automation_dir, "spectrometer.automation_dir",
+                        spec.model_dump()))
+    if VT in wanted and vt is not None and vt.port is None:  # the spectrometer's own VT, through it
+        address = spec.automation_dir if spec is not None else "(no spectrometer)"
+        out.append(Role(VT, "vt", vt.driver, address, "vt.driver", vt.model_dump()))
+    for channel, cycler in station.cyclers.items():
+        if cycler_role(channel) in wanted:
+            out.append(Role(cycler_role(channel), "cycler", cycler.driver, cycler.resource,
+                            f"cyclers.{channel}.resource", {**cycler.model_dump(), "settings": cycler.settings}))
+    return out
+
+
+def needs_virtual_time(roles: list[Role]) -> bool:
+    """Virtual time only when every instrument the run opens is in-process (sim://)."""
+    return bool(roles) and all(r.simulated for r in roles)
+
+
+def make_clock(station: StationSpec, roles: list[Role], *, virtual_start_s: float) -> Clock:
+    """VirtualClock for an all-simulated run; wall time (or an accelerated bench's shared time) otherwise."""
+    if needs_virtual_time(roles):
+        return VirtualClock(start=virtual_start_s)
+    return RealClock(speed=station.clock_speed, epoch_unix_s=station.clock_epoch_unix_s)
 
 
 @dataclass
 class StationRuntime:
-    """The open instruments of a station for one run (and the simulators it started)."""
+    """The open instruments of a station for one run (the simulators it started, the locks it holds)."""
 
     station: StationSpec
     clock: Clock
-    spectrometer: TopSpinDriver | None = None
+    spectrometer: Any = None
     vt: TemperatureController | None = None
-    smus: dict[str, Keithley2450] = field(default_factory=dict)
+    cyclers: dict[str, Any] = field(default_factory=dict)
     simulators: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def simulated_spectrometer(self) -> bool:
-        return "topspin" in self.simulators
+    summaries: dict[str, str] = field(default_factory=dict)
+    locks: Any = None
 
     def cycler_channel(self, channel: str, limits: CyclerLimits, test_start_unix_s: float | None = None) -> CyclerChannel:
         """A cycler channel with the protocol's limits, on the station's instrument (test time from test_start)."""
-        return CyclerChannel(channel, self.smus[channel], self.clock, limits, test_start_unix_s=test_start_unix_s)
+        return CyclerChannel(channel, self.cyclers[channel], self.clock, limits, test_start_unix_s=test_start_unix_s)
 
     def calibration_for(self, mas_rate_hz: float) -> MasCalibration | None:
         """The station's VT calibration for this MAS rate, if any, for the driver."""
         cal = self.station.vt.calibration_for(mas_rate_hz) if self.station.vt is not None else None
         if cal is None:
             return None
-        return MasCalibration(mas_rate_hz=cal.mas_rate_hz, points=tuple(tuple(p) for p in cal.points))
+        return MasCalibration(mas_rate_hz=cal.mas_rate_hz, points=tuple((p[0], p[1]) for p in cal.points))
 
-    def close(self) -> None:
-        """Leave every instrument safe, release transports, stop simulators. Never raises."""
-        for name, smu in self.smus.items():
-            try:
-                smu.safe_off()
-                smu.close()
-            except Exception as exc:  # noqa: BLE001 - shutting down must go on
-                log.error("closing cycler %s: %s", name, exc)
+    def close(self, *, make_safe: bool = True) -> None:
+        """Leave every instrument safe (unless told not to touch them), release transports and locks. Never raises."""
+        for name, cycler in self.cyclers.items():
+            if make_safe:
+                _quietly(f"switching cycler {name} off", cycler.safe_off)
+            _quietly(f"closing cycler {name}", cycler.close)
         if self.vt is not None:
-            try:
-                self.vt.hold_safe()
-                self.vt.close()
-            except Exception as exc:  # noqa: BLE001
-                log.error("closing VT: %s", exc)
+            if make_safe:
+                _quietly("holding the VT", self.vt.hold_safe)
+            _quietly("closing VT", self.vt.close)
         for name, sim in reversed(list(self.simulators.items())):
-            try:
-                sim.stop()
-            except Exception as exc:  # noqa: BLE001
-                log.error("stopping simulator %s: %s", name, exc)
+            _quietly(f"stopping simulator {name}", sim.stop)
+        if self.locks is not None:
+            _quietly("releasing instrument locks", self.locks.release)
+            self.locks = None
 
 
-def spectrometer_folders(station: StationSpec, workdir: Path) -> tuple[Path, Path]:
-    """(automation folder, data folder) of the station's spectrometer; relative ones live in `workdir`."""
-    spec = station.spectrometer
-    if spec is None:
-        raise ValueError(f"station {station.name!r} has no spectrometer")
-    return tuple(p if p.is_absolute() else workdir / p for p in (spec.automation_dir, spec.data_dir))  # type: ignore[return-value]
-
-
-def open_station(station: StationSpec, clock: Clock, workdir: Path, *, seed: int = 0,
-                 cells: dict[str, dict[str, Any]] | None = None) -> StationRuntime:
-    """Start what `sim://` asks for, then open every instrument's driver; close all on failure.
-
-    `cells` (channel -> active_mass_g, area_cm2) sizes the simulated cell behind a `sim://` channel.
-    """
-    runtime = StationRuntime(station=station, clock=clock)
+def _quietly(what: str, action: Callable[[], object]) -> None:
     try:
-        _open(runtime, workdir, seed, cells or {})
+        action()
+    except Exception as exc:  # noqa: BLE001 - shutting down must go on
+        log.error("%s: %s", what, exc)
+
+
+@dataclass(frozen=True)
+class OpenContext:
+    """What opening needs beyond the station entries."""
+
+    workdir: Path  # a simulated TopSpin's folders live here (the run folder)
+    seed: int = 0
+    cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel -> active_mass_g, area_cm2
+    templates: tuple[tuple[str, int], ...] = ()  # TopSpin datasets the plan copies parameters from
+    io_timeout_s: float | None = None  # selftest's shorter reply timeout
+
+
+def lock_real(runtime: StationRuntime, roles: list[Role], holder: str) -> None:
+    """Take the lock of every real instrument in `roles`, all or nothing; PreflightRefused naming the holder."""
+    from .instrument_locks import InstrumentInUse, default_lock_dir, hold_instruments
+
+    real = [r for r in roles if not r.simulated and not (r.kind == "vt" and r.field == "vt.driver")]
+    if not real:
+        return
+    extra: list[Path] = []
+    spec = runtime.station.spectrometer
+    if any(r.name == SPECTROMETER for r in real) and spec is not None:
+        automation_dir = Path(spec.automation_dir)
+        if automation_dir.is_dir():
+            extra.append(automation_dir / TOPSPIN_LOCK_FILE)
+    lock_dir = runtime.station.lock_dir or default_lock_dir()
+    keys = [f"topspin:{r.address}" if r.kind == "spectrometer" else r.address for r in real]
+    try:
+        runtime.locks = hold_instruments(keys, holder, lock_dir=lock_dir, extra_lock_files=extra)
+    except InstrumentInUse as exc:
+        role = next((r for r in real if r.address in str(exc)), real[0])
+        raise PreflightRefused(role.field, role.address, str(exc)) from None
+    for message in runtime.locks.takeovers:
+        log.warning("%s", message)
+
+
+def open_role(runtime: StationRuntime, role: Role, ctx: OpenContext) -> None:
+    """Open (and for sim:// first start) one instrument, then preflight it; PreflightRefused on any problem."""
+    try:
+        entry = entry_for(role.kind, role.driver)
+    except UnknownDriver as exc:
+        raise PreflightRefused(role.field.rsplit(".", 1)[0] + ".driver", role.driver, str(exc)) from None
+    address = role.address
+    context: dict[str, Any] = {"seed": ctx.seed, "peers": runtime.simulators, "templates": ctx.templates}
+    if ctx.io_timeout_s is not None:
+        context["timeout_s"] = ctx.io_timeout_s
+    if role.kind == "spectrometer":
+        automation_dir, data_dir = runtime.station.spectrometer.folders(ctx.workdir)  # type: ignore[union-attr]
+        context.update(automation_dir=automation_dir, data_dir=data_dir)
+        address = str(automation_dir)
+    elif role.kind == "cycler":
+        context["cell"] = ctx.cells.get(role.name.split(":", 1)[1], {})
+    elif role.field == "vt.driver":
+        context["spectrometer"] = runtime.spectrometer
+    try:
+        if role.simulated and entry.simulator is not None:
+            simulator, address = load(entry.simulator)(role.entry, runtime.clock, **context)
+            runtime.simulators[role.name] = simulator
+        driver = load(entry.driver)(role.entry, address, runtime.clock, **context)
+    except InstrumentError as exc:
+        raise PreflightRefused(role.field, role.address, f"cannot open: {exc}") from None
+    except (OSError, ValueError) as exc:  # a driver that let a transport error through
+        raise PreflightRefused(role.field, role.address, f"cannot open: {type(exc).__name__}: {exc}") from None
+    _attach(runtime, role, driver)
+    try:
+        if not hasattr(driver, "preflight"):  # TEMPORARY until the dialect branches land
+            summary = driver.identify() if hasattr(driver, "identify") else "ok"
+        else:
+            summary = driver.preflight(ctx.templates) if role.kind == "spectrometer" else driver.preflight()
+    except InstrumentError as exc:
+        raise PreflightRefused(role.field, role.address, str(exc)) from None
+    runtime.summaries[role.name] = summary
+    log.info("preflight %s (%s): %s", role.name, role.address, summary)
+
+
+def _attach(runtime: StationRuntime, role: Role, driver: Any) -> None:
+    if role.kind == "spectrometer":
+        runtime.spectrometer = driver
+    elif role.kind == "vt":
+        runtime.vt = driver
+    else:
+        runtime.cyclers[role.name.split(":", 1)[1]] = driver
+
+
+def open_station(station: StationSpec, clock: Clock, roles: list[Role], ctx: OpenContext, *, holder: str,
+                 phase: Callable[[Role], bool] = lambda role: True, runtime: StationRuntime | None = None) -> StationRuntime:
+    """Lock, open and preflight the `roles` for which `phase(role)` holds; close everything on failure.
+
+    A run calls it twice: real instruments before its folder exists, simulated ones inside it.
+    """
+    runtime = runtime or StationRuntime(station=station, clock=clock)
+    try:
+        chosen = [r for r in roles if phase(r)]
+        lock_real(runtime, chosen, holder)
+        for role in chosen:
+            open_role(runtime, role, ctx)
     except BaseException:
-        runtime.close()
+        runtime.close(make_safe=False)
         raise
     return runtime
-
-
-def _open(runtime: StationRuntime, workdir: Path, seed: int, cells: dict[str, dict[str, Any]]) -> None:
-    station, clock = runtime.station, runtime.clock
-    vt_sim = None
-    if station.vt is not None and station.vt.driver == "lakeshore336" and _is_sim(station.vt.port):
-        from hardware_sim.vt_sim import SimulatedLakeShore336
-
-        vt_sim = SimulatedLakeShore336(clock, seed=seed)
-        runtime.simulators["vt"] = vt_sim
-        vt_sim.start()
-    if station.spectrometer is not None:
-        spec = station.spectrometer
-        automation_dir, data_dir = spectrometer_folders(station, workdir)
-        if station.simulated:
-            from hardware_sim.topspin_sim import SimulatedTopSpin
-
-            source = vt_sim.model.sample_k if vt_sim is not None else None
-            automation_dir.mkdir(parents=True, exist_ok=True)
-            data_dir.mkdir(parents=True, exist_ok=True)
-            topspin_sim = SimulatedTopSpin(automation_dir, data_dir, clock, temperature_source=source, seed=seed)
-            runtime.simulators["topspin"] = topspin_sim
-            topspin_sim.start()
-        runtime.spectrometer = TopSpinDriver(automation_dir, data_dir, clock,
-                                             heartbeat_timeout_s=spec.heartbeat_timeout_s)
-    if station.vt is not None:
-        vt = station.vt
-        limits = VtLimits(min_k=vt.limits.min_k, max_k=vt.limits.max_k, max_ramp_k_per_min=vt.limits.max_ramp_k_per_min)
-        if vt.driver == "topspin":
-            if runtime.spectrometer is None:
-                raise RuntimeError("a TopSpin-controlled VT needs the station's spectrometer")
-            runtime.vt = TopSpinVt(runtime.spectrometer, clock, limits)
-        else:
-            port = vt_sim.link_path if vt_sim is not None else str(vt.port)
-            runtime.vt = LakeShore336(port, clock, limits, baudrate=vt.baudrate, output=vt.output,
-                                      sensor_input=vt.sensor_input)
-    for name, cycler in station.cyclers.items():
-        resource = cycler.resource
-        if _is_sim(resource):
-            from hardware_sim.cell import Li2SCell
-            from hardware_sim.smu_sim import SimulatedKeithley2450
-
-            size = cells.get(name, {})
-            cell = Li2SCell(active_mass_g=size.get("active_mass_g") or 1.5e-3, area_cm2=size.get("area_cm2") or 0.785,
-                            seed=seed)
-            smu_sim = SimulatedKeithley2450(clock, cell)
-            runtime.simulators[f"cycler:{name}"] = smu_sim
-            resource = smu_sim.start()
-        runtime.smus[name] = Keithley2450(resource)

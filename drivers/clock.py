@@ -54,6 +54,14 @@ class RealClock:
         yield
 
 
+class RealTimer:
+    """Real-time waits that are not run time (a paused lane, an unreachable TopSpin): passed in, so tests choose."""
+
+    def wait_real_s(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
 class VirtualClock:
     """Discrete-event time shared by threads.
 

@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import threading
+from typing import Any, Mapping
 
 import serial
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
@@ -318,3 +319,9 @@ def _same(got, expected) -> bool:
         return got == expected
     return abs(got - expected) < 1e-3
 
+
+
+def open_from_station(entry: Mapping[str, Any], address: str, clock: Clock, **_context: Any) -> LakeShore336:
+    """The registry's way in: a Lake Shore 335/336 from its station entry (SI field names) at `address`."""
+    return LakeShore336(address, clock, VtLimits(**entry["limits"]), baudrate=entry["baudrate"],
+                        output=entry["output"], sensor_input=entry["sensor_input"])

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
@@ -392,3 +392,13 @@ class TopSpinDriver:
     def teget(self) -> float:
         """The sample temperature TopSpin's VT reports, in K."""
         return float(self._job("teget"))  # type: ignore[arg-type]
+
+
+def open_from_station(entry: Mapping[str, Any], address: str, clock: Any, *, data_dir: Path,
+                      **_context: Any) -> "TopSpinDriver":
+    """The registry's way in: TopSpin through the automation folder `address`, which must exist."""
+    automation_dir = Path(address)
+    if not automation_dir.is_dir():
+        raise TopSpinNotRunning(f"TopSpin automation folder {automation_dir} does not exist: install and start "
+                                "exsylab_automation.py in TopSpin (drivers/topspin_side/INSTALL.md)")
+    return TopSpinDriver(automation_dir, data_dir, clock, heartbeat_timeout_s=entry["heartbeat_timeout_s"])

@@ -11,6 +11,7 @@ import bisect
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from drivers.clock import Clock
 from drivers.errors import InstrumentError
@@ -325,3 +326,11 @@ class TopSpinVt(TemperatureController):
 
     def close(self) -> None:
         """Nothing to release: the spectrometer driver owns the channel."""
+
+
+def open_topspin_vt(entry: Mapping[str, Any], address: str, clock: Clock, *, spectrometer: Any = None,
+                    **_context: Any) -> TopSpinVt:
+    """The registry's way in: the spectrometer's own VT unit, through the station's open spectrometer."""
+    if spectrometer is None:
+        raise VtError(f"TopSpin VT ({address}): needs the station's spectrometer, which this run does not open")
+    return TopSpinVt(spectrometer, clock, VtLimits(**entry["limits"]))

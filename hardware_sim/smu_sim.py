@@ -342,3 +342,12 @@ def read_elements(args: str) -> tuple[str, ...]:
     if "" in elements:
         raise ValueError(args)
     return elements
+
+
+def simulate_for_station(entry: dict, clock: Any, *, seed: int = 0, cell: dict | None = None,
+                         **_context: object) -> tuple[SimulatedKeithley2450, str]:
+    """The registry's way in: a simulated 2450 with a Li2S cell sized as the protocol's cell; (simulator, resource)."""
+    size = cell or {}
+    sim = SimulatedKeithley2450(clock, Li2SCell(active_mass_g=size.get("active_mass_g") or 1.5e-3,
+                                                area_cm2=size.get("area_cm2") or 0.785, seed=seed))
+    return sim, sim.start()

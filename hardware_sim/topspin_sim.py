@@ -393,3 +393,23 @@ class SimulatedTopSpin:
         """The MAS rate now: 0 after a spinning failure."""
         return 0.0 if "spinning_failure" in self.faults else self.mas_rate_hz
 
+
+
+def simulate_for_station(entry: dict, clock, *, seed: int = 0, automation_dir: Path, data_dir: Path,
+                         peers: dict | None = None, templates: tuple[tuple[str, int], ...] = (),
+                         **_context: object) -> tuple[SimulatedTopSpin, str]:
+    """The registry's way in: a simulated TopSpin on the run's folders, holding the templates a user would have set up.
+
+    Its sample temperature follows a simulated VT in `peers`, if the station has one.
+    """
+    vt = (peers or {}).get("vt")
+    automation_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, expno in templates:
+        path = data_dir / name / str(expno)
+        if not (path / "acqu").exists():
+            write_parameter_files(path, DEFAULT_EXSY_PARAMS)
+    sim = SimulatedTopSpin(automation_dir, data_dir, clock, seed=seed,
+                           temperature_source=vt.model.sample_k if vt is not None else None)
+    sim.start()
+    return sim, str(automation_dir)

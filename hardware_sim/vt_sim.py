@@ -344,3 +344,9 @@ class SimulatedLakeShore336:
         except ValueError:
             log.info("sim Lake Shore 336: malformed command %r ignored", line)
         return None
+
+
+def simulate_for_station(entry: dict, clock: Clock, *, seed: int = 0, **_context: object) -> tuple[SimulatedLakeShore336, str]:
+    """The registry's way in: start a simulated Lake Shore for a `sim://` VT entry; (simulator, its pty path)."""
+    sim = SimulatedLakeShore336(clock, seed=seed)
+    return sim, sim.start()

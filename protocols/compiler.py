@@ -1,9 +1,9 @@
-"""Compiling protocols against a station into a plan. Pure: no I/O, no clocks, no instruments."""
+"""Compiling protocols against a station into a plan: no instruments, no clocks (`load_plan` reads the files first)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, assert_never
 
 from .cycling import (
     ChargeStep,
@@ -18,7 +18,8 @@ from .cycling import (
 from .errors import InputError
 from .exsy import MAX_EXPNO, VtExsyProtocol
 from .loader import Protocol, load_protocol, load_station
-from .plan import Acquire2D, CyclerStep, MoveTemperature, Plan, Step, WaitStable
+from .plan import (Acquire2D, CyclerStep, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
+                   Template, WaitStable)
 from .station import StationSpec, simulated_station
 from .timing import exsy_acquisition_s, ramp_s
 
@@ -41,18 +42,22 @@ def compile_plan(
     steps: list[Step] = []
     used_lanes: dict[str, str] = {}
     for protocol, source in zip(protocols, sources):
-        if isinstance(protocol, VtExsyProtocol):
-            lane = NMR_LANE
-            new = _compile_exsy(protocol, station, source, start_index=len(steps))
-        else:
-            lane = cycler_lane(protocol.cell.channel)
-            new = _compile_cycling(protocol, station, source, start_index=len(steps))
+        lane, new = _compile_one(protocol, station, source, start_index=len(steps))
         if lane in used_lanes:
             raise InputError(source, "cell.channel" if lane != NMR_LANE else "kind", lane,
                              f"the instrument is already used by protocol {used_lanes[lane]!r} in this run")
         used_lanes[lane] = protocol.name
         steps.extend(new)
     return Plan(protocols=[p.name for p in protocols], station=station.name, steps=steps)
+
+
+def _compile_one(protocol: Protocol, station: StationSpec, source, start_index: int) -> tuple[str, list[Step]]:
+    """(lane, steps) of one protocol; every protocol kind has its branch (checked by the type checker)."""
+    if isinstance(protocol, VtExsyProtocol):
+        return NMR_LANE, _compile_exsy(protocol, station, source, start_index)
+    if isinstance(protocol, CyclingProtocol):
+        return cycler_lane(protocol.cell.channel), _compile_cycling(protocol, station, source, start_index)
+    assert_never(protocol)
 
 
 def order_temperatures(temperatures_k: list[float], policy: str, start_k: float) -> list[int]:
@@ -92,6 +97,13 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
     calibration = vt.calibration_for(acq.mas_rate_hz)
     current_k = calibration.sample_k(vt.ambient_k) if calibration else vt.ambient_k
     n_acq = 0
+    stability = Stability(tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
+    nmr = NmrAcquisition(pulprog=acq.pulprog, ns=acq.ns, ds=acq.ds, td1=acq.td1, td2=acq.td2, d1_s=acq.d1_s,
+                         in0_s=acq.t1_increment_s, sw_ppm=acq.sw_ppm, sfo1_mhz=acq.sfo1_mhz, fn_mode=acq.fn_mode,
+                         mas_rate_hz=acq.mas_rate_hz)
+    policy = PointPolicy(on_collision=p.expno.on_collision, on_vt_excursion=p.on_vt_excursion,
+                         excursion_tolerance_k=p.excursion_tolerance_k, on_stop=p.on_stop)
+    template = Template(name=p.template.name, expno=p.template.expno)
 
     def add(step_cls, **fields) -> None:
         steps.append(step_cls(index=start_index + len(steps), lane=NMR_LANE, protocol=p.name, **fields))
@@ -102,8 +114,8 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
             ramp_k_per_min=ramp, estimate_s=ramp_s(current_k, temperature_k, ramp))
         settle_s = vt.settle_estimate_s if abs(temperature_k - current_k) > eq.tolerance_k else 0.0
         # ramps run on the set point; with an offset calibration that is the sample's change too
-        add(WaitStable, label=f"stable at {temperature_k:.1f} K", temperature_k=temperature_k, tolerance_k=eq.tolerance_k,
-            hold_s=eq.hold_s, timeout_s=eq.timeout_s, estimate_s=eq.hold_s + settle_s)
+        add(WaitStable, label=f"stable at {temperature_k:.1f} K", temperature_k=temperature_k, stability=stability,
+            estimate_s=eq.hold_s + settle_s)
         current_k = temperature_k
         for j, mixing_time_s in enumerate(mixing_times):
             if p.expno.per_temperature_block is not None:
@@ -123,13 +135,8 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
             title = p.title.format(name=p.name, dataset=p.dataset, temperature_k=temperature_k,
                                    mixing_time_s=mixing_time_s, expno=expno)
             add(Acquire2D, label=f"EXSY {temperature_k:.1f} K, tmix {mixing_time_s:g} s -> expno {expno}",
-                estimate_s=estimate_s, dataset=p.dataset, expno=expno, template_name=p.template.name,
-                template_expno=p.template.expno, temperature_k=temperature_k, mixing_time_s=mixing_time_s,
-                ns=acq.ns, ds=acq.ds, td1=acq.td1, td2=acq.td2, d1_s=acq.d1_s, in0_s=acq.t1_increment_s,
-                sw_ppm=acq.sw_ppm, sfo1_mhz=acq.sfo1_mhz, fn_mode=acq.fn_mode, pulprog=acq.pulprog,
-                mas_rate_hz=acq.mas_rate_hz, title=title, on_collision=p.expno.on_collision,
-                on_vt_excursion=p.on_vt_excursion, excursion_tolerance_k=p.excursion_tolerance_k, on_stop=p.on_stop,
-                tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
+                estimate_s=estimate_s, dataset=p.dataset, expno=expno, title=title, temperature_k=temperature_k,
+                mixing_time_s=mixing_time_s, template=template, acquisition=nmr, stability=stability, policy=policy)
             n_acq += 1
     expnos = [s.expno for s in steps if isinstance(s, Acquire2D)]
     if len(set(expnos)) != len(expnos):
@@ -164,7 +171,7 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
     state = _CellState()
     steps: list[Step] = []
 
-    def add(mode: str, current: CurrentSpec | None, label: str, *, capacity_ah: float | None = None,
+    def add(mode: Literal["charge", "discharge", "rest"], current: CurrentSpec | None, label: str, *, capacity_ah: float | None = None,
             voltage_v: float | None = None, time_s: float | None = None) -> None:
         current_a = current.current_a_for(p.cell) if current is not None else 0.0
         if current_a > cycler.current_max_a:
@@ -193,7 +200,7 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
             temperature_max_k=limits.temperature_max_k, on_resume=p.on_resume,
         ))
 
-    def cc(mode: str, spec, what: str) -> None:
+    def cc(mode: Literal["charge", "discharge"], spec, what: str) -> None:
         until = spec.until
         capacities = [c for c in (until.capacity_ah,
                                   until.specific_capacity_mah_g * mass_g * 1e-3 if until.specific_capacity_mah_g else None)
@@ -232,6 +239,8 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
             elif isinstance(item, LoopStep):
                 for _ in range(item.loop.count):
                     walk(item.loop.steps)
+            else:
+                assert_never(item)
             if len(steps) > 200_000:
                 raise InputError(source, "steps", None, "the protocol expands to more than 200000 steps")
 

@@ -20,9 +20,14 @@ class InputError(Exception):
         super().__init__(self.message())
 
     def message(self) -> str:
+        """One line whatever the input (a YAML key may hold a newline): file: field = value: reason."""
         where = f"{self.source}: {self.field}" if self.field else self.source
         shown = _short(self.value)
-        return f"{where}" + (f" = {shown}" if shown is not None else "") + f": {self.reason}"
+        return _one_line(f"{where}" + (f" = {shown}" if shown is not None else "") + f": {self.reason}")
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _short(value: Any) -> str | None:

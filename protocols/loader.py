@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from .cycling import CyclingProtocol
 from .errors import MISSING, InputError, from_validation_error
 from .exsy import VtExsyProtocol
-from .station import StationSpec
+from .station import StationSpec, is_sim
 
 Protocol = Union[VtExsyProtocol, CyclingProtocol]
 _PROTOCOL_KINDS: dict[str, type[VtExsyProtocol] | type[CyclingProtocol]] = {
@@ -79,11 +79,12 @@ def parse_station(data: dict[str, Any], source: str | Path | None = None, *, fro
         station = StationSpec.model_validate(data, context={"from_file": from_file})
     except ValidationError as exc:
         raise from_validation_error(source, exc) from None
-    if source is not None and station.spectrometer is not None:
+    spec = station.spectrometer
+    if source is not None and spec is not None and not is_sim(spec.automation_dir):
+        # a real spectrometer's folders are where the file says; a simulated one's live in the run folder
         base = Path(source).resolve().parent
-        spec = station.spectrometer
-        spec.automation_dir = base / spec.automation_dir if not spec.automation_dir.is_absolute() else spec.automation_dir
-        spec.data_dir = base / spec.data_dir if not spec.data_dir.is_absolute() else spec.data_dir
+        spec.automation_dir = str(base / spec.automation_dir)
+        spec.data_dir = base / spec.data_dir
     return station
 
 

@@ -24,22 +24,29 @@ class MoveTemperature(_Step):
     ramp_k_per_min: float
 
 
-class WaitStable(_Step):
-    kind: Literal["wait_stable"] = "wait_stable"
-    temperature_k: float
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stability(_Part):
+    """When the sample counts as at its temperature: within tolerance for hold_s, given up after timeout_s."""
+
     tolerance_k: float
     hold_s: float
     timeout_s: float
 
 
-class Acquire2D(_Step):
-    kind: Literal["acquire_2d"] = "acquire_2d"
-    dataset: str
+class Template(_Part):
+    """The TopSpin dataset a point copies its parameters from (set up by hand)."""
+
+    name: str
     expno: int
-    template_name: str
-    template_expno: int
-    temperature_k: float
-    mixing_time_s: float
+
+
+class NmrAcquisition(_Part):
+    """What TopSpin is told for one 2D: pulse program, scans, sizes, delays, spectral window, MAS rate."""
+
+    pulprog: str
     ns: int
     ds: int
     td1: int
@@ -49,16 +56,39 @@ class Acquire2D(_Step):
     sw_ppm: float
     sfo1_mhz: float
     fn_mode: int
-    pulprog: str
     mas_rate_hz: float
-    title: str
+
+
+class PointPolicy(_Part):
+    """What to do when the expno holds data, the temperature strays, or the user stops mid-acquisition."""
+
     on_collision: Literal["error", "next-free"]
     on_vt_excursion: Literal["flag", "reacquire", "stop"]
     excursion_tolerance_k: float
     on_stop: Literal["halt", "finish"] = "halt"
-    tolerance_k: float
-    hold_s: float
-    timeout_s: float
+
+
+class WaitStable(_Step):
+    kind: Literal["wait_stable"] = "wait_stable"
+    temperature_k: float
+    stability: Stability
+
+
+class Acquire2D(_Step):
+    kind: Literal["acquire_2d"] = "acquire_2d"
+    dataset: str
+    expno: int
+    title: str
+    temperature_k: float
+    mixing_time_s: float
+    template: Template
+    acquisition: NmrAcquisition
+    stability: Stability
+    policy: PointPolicy
+
+    def record_params(self) -> dict[str, float]:
+        """The kind-specific parameters a dataset record carries (the journal's params column)."""
+        return {"mixing_time_s": self.mixing_time_s}
 
 
 class CyclerStep(_Step):

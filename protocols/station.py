@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, PositiveInt, model_validator
 
 from .base import Amperes, FileModel, Hertz, Kelvin, KelvinPerMinute, Seconds, Volts
 from .cycling import ChannelName
+
+
+SIM_SCHEME = "sim://"
+"""An address that starts the built-in simulator for that one instrument (pyvisa's `@sim` is the model)."""
+
+
+def is_sim(address: str | Path | None) -> bool:
+    """True for a `sim://...` address."""
+    return address is not None and str(address).startswith(SIM_SCHEME)
 
 
 class VtLimitsSpec(FileModel):
@@ -56,8 +65,8 @@ class CalibrationSpec(FileModel):
 class VtSpec(FileModel):
     """The VT unit: a Lake Shore 335/336 on a serial port (or socket:// URL), or TopSpin's own BVT."""
 
-    driver: Literal["lakeshore336", "topspin"] = "lakeshore336"
-    port: str | None = Field(None, description="/dev/ttyUSB0, /dev/serial/by-id/..., or socket://host:port")
+    driver: str = Field("lakeshore336", min_length=1, description="a VT driver name (acquisition.instruments)")
+    port: str | None = Field(None, description="/dev/ttyUSB0, /dev/serial/by-id/..., socket://host:port or sim://vt")
     baudrate: PositiveInt = 57600
     output: int = Field(1, ge=1, le=4)
     sensor_input: Literal["A", "B", "C", "D"] = "A"
@@ -90,21 +99,28 @@ class VtSpec(FileModel):
 
 
 class SpectrometerSpec(FileModel):
-    """The Bruker spectrometer, reached through TopSpin automation files."""
+    """The Bruker spectrometer, reached through TopSpin automation files (`sim://NAME`: a simulated TopSpin)."""
 
-    driver: Literal["topspin"] = "topspin"
-    automation_dir: Path
+    driver: str = Field("topspin", min_length=1, description="a spectrometer driver name (acquisition.instruments)")
+    automation_dir: str = Field(min_length=1, description="the folder the TopSpin-side script watches, or sim://FOLDER")
     data_dir: Path
     heartbeat_timeout_s: Seconds = Field(30.0, alias="heartbeat_timeout", gt=0)
     acquisition_overhead_s: Seconds = Field(2.0, alias="acquisition_overhead", ge=0)
     overdue_factor: float = Field(1.5, gt=1.0, le=10.0)
 
+    def folders(self, workdir: Path) -> tuple[Path, Path]:
+        """(automation folder, data folder); a simulated TopSpin's live in `workdir` (the run folder)."""
+        automation = Path(self.automation_dir[len(SIM_SCHEME):]) if is_sim(self.automation_dir) else Path(self.automation_dir)
+        return tuple(p if p.is_absolute() else workdir / p for p in (automation, self.data_dir))  # type: ignore[return-value]
+
 
 class CyclerSpec(FileModel):
-    """One cycler channel: a source-measure unit addressed by a VISA resource string."""
+    """One cycler channel: its driver, its address and its hard limits; other keys are the driver's settings."""
 
-    driver: Literal["keithley2450"] = "keithley2450"
-    resource: str = Field(min_length=1, description="TCPIP::host::5025::SOCKET or USB0::...::INSTR")
+    model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
+
+    driver: str = Field("keithley2450", min_length=1, description="a cycler driver name (acquisition.instruments)")
+    resource: str = Field(min_length=1, description="TCPIP::host::5025::SOCKET, USB0::...::INSTR or sim://NAME")
     voltage_min_v: Volts = Field(alias="voltage_min")
     voltage_max_v: Volts = Field(alias="voltage_max")
     current_max_a: Amperes = Field(alias="current_max", gt=0)
@@ -114,6 +130,11 @@ class CyclerSpec(FileModel):
         if self.voltage_min_v >= self.voltage_max_v:
             raise ValueError("voltage_min must be below voltage_max")
         return self
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The driver-specific keys of the entry (checked by the driver when it opens)."""
+        return dict(self.model_extra or {})
 
 
 class NotificationSpec(FileModel):
@@ -129,13 +150,36 @@ class StationSpec(FileModel):
 
     kind: Literal["station"]
     name: str = Field(min_length=1, max_length=120)
-    simulated: bool = False
+    simulated: bool | None = Field(None, description="obsolete: simulation is a property of each address (sim://)")
     spectrometer: SpectrometerSpec | None = None
     vt: VtSpec | None = None
     cyclers: dict[ChannelName, CyclerSpec] = Field(default_factory=dict)
     notifications: NotificationSpec = Field(default_factory=NotificationSpec)
     clock_speed: float = Field(1.0, gt=0, le=100_000, description="only for an accelerated simulated bench")
     clock_epoch_unix_s: float | None = Field(None, description="shared epoch of an accelerated bench's clocks")
+    lock_dir: Path | None = Field(None, description="where instrument locks live (default: per-user folder)")
+
+    @model_validator(mode="after")
+    def _simulated_means_sim_addresses(self) -> "StationSpec":
+        real = [f"{where} {address}" for where, address in self.addresses().items() if not is_sim(address)]
+        if self.simulated and real:
+            raise ValueError(f"simulated: true, but {real[0]} is a real address; simulation is a property of "
+                             "each address: write sim://... for a simulated instrument and drop `simulated`")
+        return self
+
+    def addresses(self) -> dict[str, str]:
+        """Every instrument's address by its place in the file (vt.port, spectrometer.automation_dir, ...)."""
+        out: dict[str, str] = {}
+        if self.spectrometer is not None:
+            out["spectrometer.automation_dir"] = str(self.spectrometer.automation_dir)
+        if self.vt is not None:
+            if self.vt.port is not None:
+                out["vt.port"] = self.vt.port
+            elif self.spectrometer is not None:  # a TopSpin-run VT is as simulated as its spectrometer
+                out["vt (through the spectrometer)"] = str(self.spectrometer.automation_dir)
+        for name, cycler in self.cyclers.items():
+            out[f"cyclers.{name}.resource"] = cycler.resource
+        return out
 
 
 # The simulated probe's sample sits this much above its sensor at 10 kHz MAS (frictional heating,
@@ -150,8 +194,7 @@ def simulated_station() -> StationSpec:
         {
             "kind": "station",
             "name": "built-in simulated station",
-            "simulated": True,
-            "spectrometer": {"automation_dir": "automation", "data_dir": "data"},
+            "spectrometer": {"automation_dir": "sim://automation", "data_dir": "data"},
             "vt": {
                 "driver": "lakeshore336",
                 "port": "sim://vt",
