@@ -20,16 +20,9 @@ import numpy as np
 
 from drivers.cycler import CyclerSample
 
-TEST_TIME = "Test Time / s"
-VOLTAGE = "Voltage / V"
-CURRENT = "Current / A"
-CYCLE = "Cycle Count / 1"
-STEP_COUNT = "Step Count / 1"
-STEP_INDEX = "Step Index / 1"
-CHARGE_AH = "Charging Capacity / Ah"
-DISCHARGE_AH = "Discharging Capacity / Ah"
-UNIX_TIME = "Unix Time / s"
-BDF_COLUMNS = [TEST_TIME, VOLTAGE, CURRENT, CYCLE, STEP_COUNT, STEP_INDEX, CHARGE_AH, DISCHARGE_AH, UNIX_TIME]
+from common.bdf_columns import (CHARGE_AH, CURRENT, CYCLE, DISCHARGE_AH, STEP_COUNT, STEP_INDEX, TEST_TIME,
+                                UNIX_TIME, VOLTAGE)
+from common.bdf_columns import COLUMNS as BDF_COLUMNS
 _INT_COLUMNS = {CYCLE, STEP_COUNT, STEP_INDEX}
 
 

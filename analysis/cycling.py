@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+from common.bdf_columns import CHARGE_AH, CURRENT, CYCLE, DISCHARGE_AH, TEST_TIME, VOLTAGE
 
-REQUIRED = ("Test Time / s", "Voltage / V", "Current / A", "Cycle Count / 1")
-CHARGE_COLUMN, DISCHARGE_COLUMN = "Charging Capacity / Ah", "Discharging Capacity / Ah"
+REQUIRED = (TEST_TIME, VOLTAGE, CURRENT, CYCLE)
+CHARGE_COLUMN, DISCHARGE_COLUMN = CHARGE_AH, DISCHARGE_AH
 LI2S_EQUILIBRIUM_V = 1.59
 """Li2S <-> S equilibrium vs In-Li: the paper's 1.69 V activation plateau less its ~100 mV overpotential."""
 
@@ -46,7 +47,7 @@ def load_bdf(path: Path | str) -> dict[str, np.ndarray]:
         except (ValueError, IndexError) as exc:
             if name in REQUIRED:
                 raise AnalysisInputError(f"{path}: column '{name}' has a non-numeric value ({exc})") from exc
-    if columns["Test Time / s"].size < 2:
+    if columns[TEST_TIME].size < 2:
         raise AnalysisInputError(f"{path}: fewer than two data rows")
     return columns
 
@@ -117,7 +118,7 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
     if mass is None or not float(mass) > 0:
         raise AnalysisInputError(f"{path}: active mass unknown (give --active-mass-g or active_mass_g in the metadata JSON)")
     mass = float(mass)
-    t, v, i, cyc = cols["Test Time / s"], cols["Voltage / V"], cols["Current / A"], cols["Cycle Count / 1"]
+    t, v, i, cyc = cols[TEST_TIME], cols[VOLTAGE], cols[CURRENT], cols[CYCLE]
     cycles, profiles = [], []
     counted = _counted_capacities_ah(cols)
     for number in np.unique(cyc):

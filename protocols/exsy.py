@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, PositiveInt, field_validator, model_validator
 
+from common.topspin_names import MAX_EXPNO, dataset_name_problem
+
 from .base import FileModel, Hertz, Kelvin, Seconds
 
-# Bruker TopSpin folder names: keep them to a safe, portable alphabet (no separators, no '..').
-_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 MIN_F1_SPECTRAL_WIDTH_HZ = 10.0  # below this the t1 increment is absurd (the paper's "8000 ms")
-MAX_EXPNO = 99999
 MAX_MIXING_TIME_S = 600.0
 
 MixingTime = Annotated[Seconds, Field(gt=0, le=MAX_MIXING_TIME_S)]
@@ -21,10 +19,9 @@ MixingTime = Annotated[Seconds, Field(gt=0, le=MAX_MIXING_TIME_S)]
 
 def check_dataset_name(name: str) -> str:
     """A TopSpin dataset name that cannot escape the data folder."""
-    if not _DATASET_NAME.match(name) or ".." in name:
-        raise ValueError(
-            f"{name!r} is not a safe TopSpin dataset name (letters, digits, _ . + -; no '/', no '..', at most 64 characters)"
-        )
+    problem = dataset_name_problem(name)
+    if problem:
+        raise ValueError(problem)
     return name
 
 

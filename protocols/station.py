@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PositiveInt, model_validator
 
+from common.calibration import interpolate
+
 from .base import Amperes, FileModel, Hertz, Kelvin, KelvinPerMinute, Seconds, Volts
 from .cycling import ChannelName
 
@@ -55,11 +57,7 @@ class CalibrationSpec(FileModel):
 
     def sample_k(self, setpoint_k: float) -> float:
         """Sample temperature at a set point: piecewise linear, end segments extended (for planning)."""
-        points = self.points
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
-            if setpoint_k <= x1 or (x1, y1) == points[-1]:
-                return y0 + (y1 - y0) * (setpoint_k - x0) / (x1 - x0)
-        return setpoint_k  # unreachable: at least two points
+        return interpolate(self.points, setpoint_k)
 
 
 class VtSpec(FileModel):

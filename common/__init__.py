@@ -1,0 +1,1 @@
+"""Shared value types: small, dependency-free definitions that every layer may import (one definition each)."""
