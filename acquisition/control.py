@@ -1,13 +1,14 @@
-"""Pause, resume and stop: a control file in the run folder, and the lock that says a runner is alive."""
+"""Pause, resume and stop: a control file in the run folder, the lock that says a runner is alive, the CLI's signals."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import threading
-from typing import Literal
+from contextlib import contextmanager
+from typing import Iterator, Literal
 
+from .instrument_locks import LockFile, current_holder
 from .run_folder import RunFolder, write_atomic
 
 Command = Literal["run", "pause", "stop"]
@@ -19,44 +20,32 @@ def request(folder: RunFolder, command: Command) -> None:
 
 
 def runner_alive(folder: RunFolder) -> bool:
-    """True when a runner process holds the folder's lock."""
-    if not folder.lock.exists():
-        return False
-    with open(folder.lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    """True when a runner holds the folder's lock: a live process here, or any on another computer (unknowable)."""
+    return current_holder(folder.lock) is not None
 
 
 class RunLock:
-    """Held by the one runner of a folder for as long as it runs."""
+    """Held by the one runner of a folder for as long as it runs; a dead runner's lock is taken over."""
 
     def __init__(self, folder: RunFolder) -> None:
-        self._path = folder.lock
-        self._handle = None
+        self._file = LockFile(folder.lock, f"the runner of {folder.root}")
 
     def acquire(self) -> bool:
-        self._handle = open(self._path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            self._handle = None
-            return False
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(f"{os.getpid()}\n")
-        self._handle.flush()
-        return True
+        """Take the folder; False when a runner holds it (holder() says who)."""
+        return self._file.acquire() is None
 
     def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        self._file.release()
+
+    @property
+    def takeover(self) -> str | None:
+        """The message when acquire() took over a dead runner's lock (also logged as a warning)."""
+        return self._file.takeover
+
+    def holder(self) -> str | None:
+        """Who holds the folder now, in one line for an error message; None when no runner does."""
+        holder = current_holder(self._file.path)
+        return holder.describe() if holder is not None else None
 
 
 class Control:
@@ -88,20 +77,37 @@ class Control:
             return "stop" if self._interrupts >= 2 else self._read_file()
 
     def interrupt(self) -> int:
-        """Ctrl-C: the first asks to pause (lifted by `exsylab resume RUN_DIR`), the second to stop."""
+        """Ctrl-C: the first asks to pause (lifted by `exsylab resume RUN_DIR`), the second to stop.
+
+        Both are written to the control file too, so that every Control of the folder sees them.
+        """
         with self._lock:
             self._interrupts += 1
-            if self._interrupts == 1:
-                write_atomic(self._folder.control, "pause\n")
+            if self._interrupts <= 2:
+                write_atomic(self._folder.control, ("pause" if self._interrupts == 1 else "stop") + "\n")
             return self._interrupts
 
-    def install_sigint(self) -> None:
-        """Ctrl-C once: pause at the next safe point; twice: stop safely."""
-        if threading.current_thread() is not threading.main_thread():
-            return
+    def stop(self) -> None:
+        """SIGTERM: stop safely at the next safe point, as a second Ctrl-C would."""
+        with self._lock:
+            self._interrupts = max(self._interrupts, 2)
+            write_atomic(self._folder.control, "stop\n")
 
-        def handler(signum, frame) -> None:  # noqa: ARG001
-            self.interrupt()
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, lambda s, f: (self.interrupt(), self.interrupt()))
+@contextmanager
+def handle_signals(control: Control) -> Iterator[None]:
+    """For the CLI around a run: Ctrl-C once pauses, twice stops, SIGTERM stops; the previous handlers return after.
+
+    Signal handlers can only be set from the main thread; called from another thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, lambda signum, frame: control.interrupt())
+    signal.signal(signal.SIGTERM, lambda signum, frame: control.stop())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():  # None: set outside Python, which cannot be restored exactly
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
