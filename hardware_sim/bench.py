@@ -89,13 +89,12 @@ class SimBench:
         return TEMPLATE_NAME, TEMPLATE_EXPNO
 
     def station(self) -> dict[str, Any]:
-        """A station file's content (kind: station, simulated: false) pointing at the running simulators."""
+        """A station file's content (kind: station, real addresses) pointing at the running simulators."""
         heating_k = self.vt.model.mas_heating_k_at_10khz * (CALIBRATION_MAS_RATE_HZ / 10_000.0) ** 2
         low_k, high_k = VT_LIMITS_K
         return {
             "kind": "station",
             "name": f"simulated bench (speed {self.speed:g}) in {self.workdir}",
-            "simulated": False,
             "clock_speed": self.speed,
             "clock_epoch_unix_s": self.clock.epoch_unix_s,
             "spectrometer": {
