@@ -1,8 +1,8 @@
 """Exclusive ownership of instruments: one lock file per instrument, portable, safe on a shared folder.
 
-A lock file is created with O_CREAT|O_EXCL and says who holds it (JSON: holder, pid, host, when,
-the process's start time). A lock whose holder ran on this computer and is gone (the pid is dead,
-or now belongs to a process started at another time) is stale and is taken over, with a warning.
+A lock file is created exclusively and says who holds it (JSON: holder, pid, host, when, the
+process's start time). A lock whose holder ran on this computer and is gone (the pid is dead, or
+now belongs to a process started at another time) is stale and is taken over, with a warning.
 A lock from another computer is never taken over: its pid cannot be checked from here.
 """
 
@@ -60,21 +60,25 @@ class LockRecord:
     host: str
     started_unix_s: float
     process_started_unix_s: float | None
+    process_started_since_boot_s: float | None
 
     @classmethod
     def of_this_process(cls, holder: str) -> LockRecord:
+        started = _process_start(os.getpid())
         return cls(holder=" ".join(holder.split()), pid=os.getpid(), host=socket.gethostname(),
-                   started_unix_s=time.time(), process_started_unix_s=_process_start(os.getpid()))
+                   started_unix_s=time.time(), process_started_unix_s=started[0] if started else None,
+                   process_started_since_boot_s=started[1] if started else None)
 
     @classmethod
     def parse(cls, raw: bytes) -> LockRecord | None:
         """The record in a lock file's bytes; None for an empty (being written) or corrupt file."""
         try:
             data = json.loads(raw.decode("utf-8"))
-            started = data.get("process_started_unix_s")
+            started, since_boot = data.get("process_started_unix_s"), data.get("process_started_since_boot_s")
             return cls(holder=str(data["holder"]), pid=int(data["pid"]), host=str(data["host"]),
                        started_unix_s=float(data["started_unix_s"]),
-                       process_started_unix_s=None if started is None else float(started))
+                       process_started_unix_s=None if started is None else float(started),
+                       process_started_since_boot_s=None if since_boot is None else float(since_boot))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -82,25 +86,40 @@ class LockRecord:
         return json.dumps(asdict(self)).encode("utf-8")
 
     def stale_because(self) -> str | None:
-        """Why the holder is gone ('dead', 'pid reused'); None while it may be running (or runs elsewhere)."""
+        """Why the holder is gone ('dead', 'pid reused'); None while it may be running (or runs elsewhere).
+
+        The pid's process is the holder if its start time agrees as a date or as time since boot:
+        a clock step shifts one of the two (psutil derives dates from the boot time on Linux), a
+        process started at another moment differs in both.
+        """
         if self.host != socket.gethostname():
             return None
         try:
-            started = psutil.Process(self.pid).create_time()
-        except psutil.NoSuchProcess:  # includes a zombie: exited, not yet reaped
+            started = _process_start(self.pid)
+        except psutil.NoSuchProcess:
             return "dead"
-        except psutil.AccessDenied:
+        if started is None or self.process_started_unix_s is None:
             return None
-        if self.process_started_unix_s is not None and abs(started - self.process_started_unix_s) > _START_TIME_TOLERANCE_S:
-            return "pid reused by another process"
-        return None
+        recorded = (self.process_started_unix_s, self.process_started_since_boot_s)
+        if any(r is not None and abs(now - r) <= _START_TIME_TOLERANCE_S for now, r in zip(started, recorded)):
+            return None
+        return "pid reused by another process"
 
 
-def _process_start(pid: int) -> float | None:
+def _process_start(pid: int) -> tuple[float, float] | None:
+    """A process's start as (Unix time, seconds since boot); None if not allowed to know.
+
+    Raises NoSuchProcess when it is gone, a zombie (exited, not yet reaped) included.
+    """
     try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            raise psutil.ZombieProcess(pid)
+        boot = psutil.boot_time()
+        created = process.create_time()
+    except psutil.AccessDenied:  # another user's process
         return None
+    return created, created - boot
 
 
 @dataclass(frozen=True)

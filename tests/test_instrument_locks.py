@@ -33,10 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _write_lock(path: Path, *, holder: str, pid: int, host: str | None = None,
-                process_started: float | None = None) -> bytes:
+                process_started: float | None = None, since_boot: float | None = None) -> bytes:
     """A lock file as another process would have left it."""
     raw = json.dumps({"holder": holder, "pid": pid, "host": host or socket.gethostname(),
-                      "started_unix_s": 1_700_000_000.0, "process_started_unix_s": process_started}).encode()
+                      "started_unix_s": 1_700_000_000.0, "process_started_unix_s": process_started,
+                      "process_started_since_boot_s": since_boot}).encode()
     path.write_bytes(raw)
     return raw
 
@@ -110,9 +111,23 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, caplog: pyte
         assert json.loads((tmp_path / lock_file_name(VT)).read_text())["holder"] == "runs/next"
 
 
+@pytest.mark.skipif(not hasattr(os, "waitid"), reason="waiting without reaping is POSIX")
+def test_lock_of_an_exited_but_unreaped_process_is_taken_over(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(proc.pid).create_time()
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited; a zombie until wait()
+    try:
+        _write_lock(tmp_path / lock_file_name(VT), holder="runs/zombie", pid=proc.pid, process_started=started)
+        with hold_instruments([VT], "runs/next", lock_dir=tmp_path) as locks:
+            assert locks.takeovers and f"pid {proc.pid}, dead" in locks.takeovers[0]
+    finally:
+        proc.wait()
+
+
 def test_lock_of_a_reused_pid_is_taken_over(tmp_path: Path) -> None:
     me = psutil.Process()
-    _write_lock(tmp_path / lock_file_name(VT), holder="runs/old", pid=me.pid, process_started=me.create_time() - 3600)
+    _write_lock(tmp_path / lock_file_name(VT), holder="runs/old", pid=me.pid, process_started=me.create_time() - 3600,
+                since_boot=me.create_time() - psutil.boot_time() - 3600)
     with hold_instruments([VT], "runs/new", lock_dir=tmp_path) as locks:
         assert locks.takeovers and "pid reused" in locks.takeovers[0]
 
@@ -120,6 +135,16 @@ def test_lock_of_a_reused_pid_is_taken_over(tmp_path: Path) -> None:
 def test_lock_of_a_live_process_is_kept(tmp_path: Path) -> None:
     me = psutil.Process()
     _write_lock(tmp_path / lock_file_name(VT), holder="runs/live", pid=me.pid, process_started=me.create_time())
+    with pytest.raises(InstrumentInUse, match="runs/live"):
+        hold_instruments([VT], "runs/other", lock_dir=tmp_path)
+
+
+def test_a_clock_step_does_not_make_a_live_holder_look_reused(tmp_path: Path) -> None:
+    """psutil's start dates move with the clock on Linux; the time since boot does not."""
+    me = psutil.Process()
+    since_boot = me.create_time() - psutil.boot_time()
+    _write_lock(tmp_path / lock_file_name(VT), holder="runs/live", pid=me.pid,
+                process_started=me.create_time() - 3600, since_boot=since_boot)
     with pytest.raises(InstrumentInUse, match="runs/live"):
         hold_instruments([VT], "runs/other", lock_dir=tmp_path)
 
@@ -254,5 +279,6 @@ def test_lock_records_the_process_start_time() -> None:
     record = LockRecord.of_this_process("runs/a\nwith a newline")
     assert record.holder == "runs/a with a newline"
     assert record.process_started_unix_s == pytest.approx(psutil.Process().create_time())
+    assert record.process_started_since_boot_s == pytest.approx(psutil.Process().create_time() - psutil.boot_time())
     assert record.started_unix_s <= time.time()
     assert LockRecord.parse(record.to_bytes()) == record
