@@ -21,7 +21,7 @@ from drivers.errors import InstrumentError
 from drivers.vt import MasCalibration, TemperatureController
 from protocols.station import StationSpec, is_sim
 
-from .instruments import Kind, UnknownDriver, entry_for, load
+from .instruments import DriverEntry, Kind, UnknownDriver, entry_for, load
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,17 @@ def lock_real(runtime: StationRuntime, roles: list[Role], holder: str) -> None:
         log.warning("%s", message)
 
 
+def _entry(role: Role) -> DriverEntry:
+    try:
+        return entry_for(role.kind, role.driver)
+    except UnknownDriver as exc:
+        field = role.field if role.field == "vt.driver" else role.field.rsplit(".", 1)[0] + ".driver"
+        raise PreflightRefused(field, role.driver, str(exc)) from None
+
+
 def open_role(runtime: StationRuntime, role: Role, ctx: OpenContext) -> None:
     """Open (and for sim:// first start) one instrument, then preflight it; PreflightRefused on any problem."""
-    try:
-        entry = entry_for(role.kind, role.driver)
-    except UnknownDriver as exc:
-        raise PreflightRefused(role.field.rsplit(".", 1)[0] + ".driver", role.driver, str(exc)) from None
+    entry = _entry(role)
     address = role.address
     context: dict[str, Any] = {"seed": ctx.seed, "peers": runtime.simulators, "templates": ctx.templates}
     if ctx.io_timeout_s is not None:
@@ -238,6 +243,8 @@ def open_station(station: StationSpec, clock: Clock, roles: list[Role], ctx: Ope
 
     A run calls it twice: real instruments before its folder exists, simulated ones inside it.
     """
+    for role in roles:  # every driver name is checked before anything is opened, in either phase
+        _entry(role)
     runtime = runtime or StationRuntime(station=station, clock=clock)
     try:
         chosen = [r for r in roles if phase(r)]
