@@ -155,12 +155,17 @@ def _execute(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: dict
     lock = RunLock(folder)
     if not lock.acquire():
         runtime.close()
-        raise InputError(folder.root, "RUN_DIR", MISSING, "a runner is already running this folder")
+        raise InputError(folder.root, "RUN_DIR", MISSING,
+                         f"a runner is already running this folder ({lock.holder() or 'holder unknown'})")
     journal = Journal(folder.journal)
     notifier = Notifier(runtime.station.notifications)
     tag = str(folder.root)
     try:
         with run_log.capture(folder.logs / "run.log", tag):
+            if lock.takeover:
+                log.warning("%s", lock.takeover)
+            for message in runtime.locks.takeovers if runtime.locks is not None else ():
+                log.warning("%s", message)
             result = _run_lanes(folder, plan, runtime, cells, journal, notifier, tag,
                                 show_progress=show_progress, signals=signals)
             _write_outputs(folder, journal, cells)

@@ -144,7 +144,9 @@ class Journal:
             rows = self._db.execute(
                 "SELECT idx, lane, kind, label, estimate_s, status, attempts, started_at, ended_at, outcome FROM steps ORDER BY idx"
             ).fetchall()
-        return [StepRecord(*row[:9], json.loads(row[9]) if row[9] else {}) for row in rows]
+        return [StepRecord(index=row[0], lane=row[1], kind=row[2], label=row[3], estimate_s=row[4], status=row[5],
+                           attempts=row[6], started_at=row[7], ended_at=row[8],
+                           outcome=json.loads(row[9]) if row[9] else {}) for row in rows]
 
     def events(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._lock:

@@ -11,6 +11,8 @@ property of each address: virtual time only when every instrument the run opens 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -160,28 +162,39 @@ class OpenContext:
     io_timeout_s: float | None = None  # selftest's shorter reply timeout
 
 
+def lock_key(role: Role) -> str:
+    """One spelling per instrument: a serial device through its symlinks, COM ports upper-case, folders resolved."""
+    address = role.address
+    if role.kind == "spectrometer":
+        return "topspin:" + os.path.realpath(address)
+    if re.fullmatch(r"(?i)com\d+", address):
+        return address.upper()
+    if address.startswith("/") or "\\" in address:
+        return os.path.realpath(address)
+    return address
+
+
 def lock_real(runtime: StationRuntime, roles: list[Role], holder: str) -> None:
     """Take the lock of every real instrument in `roles`, all or nothing; PreflightRefused naming the holder."""
     from .instrument_locks import InstrumentInUse, default_lock_dir, hold_instruments
 
-    real = [r for r in roles if not r.simulated and not (r.kind == "vt" and r.field == "vt.driver")]
+    real = [r for r in roles if not r.simulated and r.field != "vt.driver"]  # a TopSpin VT is its spectrometer's
     if not real:
         return
     extra: list[Path] = []
-    spec = runtime.station.spectrometer
-    if any(r.name == SPECTROMETER for r in real) and spec is not None:
-        automation_dir = Path(spec.automation_dir)
-        if automation_dir.is_dir():
-            extra.append(automation_dir / TOPSPIN_LOCK_FILE)
-    lock_dir = runtime.station.lock_dir or default_lock_dir()
-    keys = [f"topspin:{r.address}" if r.kind == "spectrometer" else r.address for r in real]
+    spectrometer = next((r for r in real if r.kind == "spectrometer"), None)
+    if spectrometer is not None and Path(spectrometer.address).is_dir():
+        extra.append(Path(spectrometer.address) / TOPSPIN_LOCK_FILE)  # seen by every computer sharing the folder
+    keys = {lock_key(r): r for r in real}
     try:
-        runtime.locks = hold_instruments(keys, holder, lock_dir=lock_dir, extra_lock_files=extra)
+        runtime.locks = hold_instruments(list(keys), holder, lock_dir=runtime.station.lock_dir or default_lock_dir(),
+                                         extra_lock_files=extra)
     except InstrumentInUse as exc:
-        role = next((r for r in real if r.address in str(exc)), real[0])
+        role = keys.get(exc.what.removeprefix("instrument "), spectrometer if spectrometer is not None else real[0])
         raise PreflightRefused(role.field, role.address, str(exc)) from None
-    for message in runtime.locks.takeovers:
-        log.warning("%s", message)
+    except OSError as exc:  # a lock folder or a shared automation folder that cannot be written
+        role = spectrometer if spectrometer is not None else real[0]
+        raise PreflightRefused(role.field, role.address, f"cannot take the instrument lock: {exc}") from None
 
 
 def _entry(role: Role) -> DriverEntry:
