@@ -103,9 +103,9 @@ def _open(runtime: StationRuntime, workdir: Path, seed: int, cells: dict[str, di
     station, clock = runtime.station, runtime.clock
     vt_sim = None
     if station.vt is not None and station.vt.driver == "lakeshore336" and _is_sim(station.vt.port):
-        from hardware_sim.vt_sim import SimulatedLakeShore336
+        from hardware_sim.vt_sim import IN_PROCESS_COMMAND_GAP_REAL_S, SimulatedLakeShore336
 
-        vt_sim = SimulatedLakeShore336(clock, seed=seed)
+        vt_sim = SimulatedLakeShore336(clock, seed=seed, min_command_gap_real_s=IN_PROCESS_COMMAND_GAP_REAL_S)
         runtime.simulators["vt"] = vt_sim
         vt_sim.start()
     if station.spectrometer is not None:
@@ -131,8 +131,9 @@ def _open(runtime: StationRuntime, workdir: Path, seed: int, cells: dict[str, di
             runtime.vt = TopSpinVt(runtime.spectrometer, clock, limits)
         else:
             port = vt_sim.link_path if vt_sim is not None else str(vt.port)
+            gap = {"min_command_gap_real_s": vt_sim.min_command_gap_real_s} if vt_sim is not None else {}
             runtime.vt = LakeShore336(port, clock, limits, baudrate=vt.baudrate, output=vt.output,
-                                      sensor_input=vt.sensor_input)
+                                      sensor_input=vt.sensor_input, **gap)
     for name, cycler in station.cyclers.items():
         resource = cycler.resource
         if _is_sim(resource):

@@ -1,5 +1,9 @@
 """Thermal physics of a MAS VT probe: ramp-limited set point, sensor response with overshoot, sample lag.
 
+The controller-side facts it models (see docs/dialects/lakeshore336.md): a ramp moves the effective
+set point towards the target at the ramp rate (rate 0 = no ramp); an output that is off or faulty
+delivers nothing whatever its range; above the temperature limit every output switches off.
+
 The sensor follows the drive temperature as a damped second-order system (time scale ~60 s,
 a few tenths of a kelvin of overshoot on a ramped 20 K move); the sample follows the sensor
 with its own lag and sits above it by MAS frictional heating (proportional to rate squared).
@@ -46,6 +50,9 @@ class ThermalModel:
         self.stuck_deficit_k = float(stuck_deficit_k)
         self.mas_heating_k_at_10khz = float(mas_heating_k_at_10khz)
         self.stuck_heater = False
+        self.output_active = True  # False: the output delivers nothing (mode off, heater fault), whatever the range
+        self.temperature_limit_k = 0.0  # TLIMIT: above it every output switches off (0 = feature off)
+        self.limit_tripped = False
         self._target_k = self.ambient_k
         self._effective_k = self.ambient_k
         self._ramp_k_per_min = 10.0
@@ -77,7 +84,7 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._target_k = float(value)
-            if not self._ramp_enabled:
+            if not self._ramp_active():
                 self._effective_k = self._target_k
 
     @property
@@ -90,6 +97,8 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._ramp_k_per_min = float(value)
+            if not self._ramp_active():
+                self._effective_k = self._target_k
 
     @property
     def ramp_enabled(self) -> bool:
@@ -101,7 +110,7 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._ramp_enabled = bool(value)
-            if not self._ramp_enabled:
+            if not self._ramp_active():
                 self._effective_k = self._target_k
 
     @property
@@ -114,6 +123,24 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._heater_range = int(value)
+
+    def set_output_active(self, active: bool) -> None:
+        """Whether the control output can heat at all (closed-loop mode on its input, no heater fault)."""
+        with self._lock:
+            self._advance()
+            self.output_active = bool(active)
+
+    def set_temperature_limit_k(self, limit_k: float) -> None:
+        """TLIMIT: the sensor temperature above which the controller switches every output off (0 = off)."""
+        with self._lock:
+            self._advance()
+            self.temperature_limit_k = max(0.0, float(limit_k))
+
+    def ramping(self) -> bool:
+        """RAMPST?: whether the effective set point is still moving towards the target."""
+        with self._lock:
+            self._advance()
+            return self._ramp_active() and self._effective_k != self._target_k
 
     def set_stuck_heater(self, stuck: bool) -> None:
         """A heater that cannot reach set points above ambient (stays stuck_deficit_k short)."""
@@ -152,8 +179,12 @@ class ThermalModel:
         return self.mas_heating_k_at_10khz * (self.mas_rate_hz / 10_000.0) ** 2
 
     # --- integration ---------------------------------------------------------------------
+    def _ramp_active(self) -> bool:
+        """Ramping on with a finite rate (the manual: a rate of 0 is infinite, as if ramping were off)."""
+        return self._ramp_enabled and self._ramp_k_per_min > 0
+
     def _drive_k(self, setpoint_k: float) -> float:
-        if self._heater_range == 0:
+        if self._heater_range == 0 or not self.output_active:
             return self.ambient_k
         if self.stuck_heater and setpoint_k > self.ambient_k:
             return max(self.ambient_k, setpoint_k - self.stuck_deficit_k)
@@ -174,7 +205,7 @@ class ThermalModel:
     def _advance(self) -> None:
         now = self._clock.now()
         while self._t < now:
-            ramping = self._ramp_enabled and self._effective_k != self._target_k
+            ramping = self._ramp_active() and self._effective_k != self._target_k
             dt = min(_RAMP_STEP_S, now - self._t) if ramping else now - self._t
             start_k = self._effective_k
             if ramping:
@@ -185,3 +216,6 @@ class ThermalModel:
             ad, bd = self._step_matrices(dt)
             self._x = ad @ self._x + bd @ np.array([drive_k, self.mas_heating_k()])
             self._t += dt
+            if self.temperature_limit_k > 0 and self._x[0] > self.temperature_limit_k and self._heater_range != 0:
+                self._heater_range = 0  # the instrument switches its outputs off; the host must switch them on again
+                self.limit_tripped = True
