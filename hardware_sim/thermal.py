@@ -21,7 +21,8 @@ from scipy.linalg import expm
 
 from drivers.clock import Clock
 
-_RAMP_STEP_S = 1.0  # integration step while the set point is ramping
+_RAMP_STEP_S = 1.0  # integration step while the set point is ramping (or the sensor may cross TLIMIT)
+_LIMIT_MARGIN_K = 2.0  # overshoot allowance: drive temperatures this close to TLIMIT are integrated finely
 
 
 class ThermalModel:
@@ -115,8 +116,10 @@ class ThermalModel:
 
     @property
     def heater_range(self) -> int:
-        """0 off (the probe drifts to ambient), 1..3 on."""
-        return self._heater_range
+        """0 off (the probe drifts to ambient), 1..3 on (TLIMIT may have switched it off meanwhile)."""
+        with self._lock:
+            self._advance()
+            return self._heater_range
 
     @heater_range.setter
     def heater_range(self, value: int) -> None:
@@ -190,6 +193,11 @@ class ThermalModel:
             return max(self.ambient_k, setpoint_k - self.stuck_deficit_k)
         return setpoint_k
 
+    def _near_limit(self) -> bool:
+        """Whether the heater could take the sensor over TLIMIT (then integrate finely to cut it in time)."""
+        limit_k = self.temperature_limit_k
+        return limit_k > 0 and self._heater_range != 0 and self._drive_k(self._effective_k) > limit_k - _LIMIT_MARGIN_K
+
     def _step_matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         key = round(dt, 9)
         if key not in self._steps:
@@ -206,7 +214,8 @@ class ThermalModel:
         now = self._clock.now()
         while self._t < now:
             ramping = self._ramp_active() and self._effective_k != self._target_k
-            dt = min(_RAMP_STEP_S, now - self._t) if ramping else now - self._t
+            fine = ramping or self._near_limit()
+            dt = min(_RAMP_STEP_S, now - self._t) if fine else now - self._t
             start_k = self._effective_k
             if ramping:
                 step_k = self._ramp_k_per_min / 60.0 * dt

@@ -41,8 +41,10 @@ _INPUTS = ("A", "B", "C", "D")  # OUTMODE's <input>: 1 = A ... 4 = D (0 = none)
 _UNIT_CODES = {"K": 1, "C": 2, "S": 3}  # INTYPE's <units>: kelvin, Celsius, sensor units
 _KELVIN_AT_0_C = 273.15
 _FLOW_CONTROL_GAP_S = 0.05  # manual, message flow control: 50 ms after the last character
-IN_PROCESS_COMMAND_GAP_REAL_S = 0.002  # for an in-process simulator in virtual time (tests, demo): see the dialect file
-_SCHEDULING_SLACK_S = 0.01  # this simulator's own wake-up latency, not held against the client
+# An in-process simulator in virtual time (tests, demo) may waive the wire timing on both ends: its
+# replies are instant and the run's time is not the wire's. Anything on a real wire keeps 50 ms.
+IN_PROCESS_COMMAND_GAP_REAL_S = 0.0
+_SCHEDULING_SLACK_S = 0.02  # this simulator's own wake-up latency, not held against the client
 _SENSOR_TYPE_PLATINUM_RTD = 2
 
 
@@ -343,19 +345,20 @@ class SimulatedLakeShore336:
                 continue
             if self._too_soon(source, started):
                 self.dropped.append(line)
-                self._quiet_since[source] = time.monotonic()
+                self._quiet_since[source] = now
                 log.info("sim Lake Shore 336: %r dropped: sent within %.0f ms of the previous communication",
                          line, 1000 * self.min_command_gap_real_s)
                 continue
             self.commands.append(line)
+            self._quiet_since[source] = now  # a command's communication ended when its line arrived
             reply = self.handle(line)
-            self._quiet_since[source] = time.monotonic()
             if reply is None:
                 continue
             if self._take_fault("no_reply"):
                 continue
             if self._take_fault("raw"):
                 send(self._raw_reply)
+                self._quiet_since[source] = time.monotonic()
                 continue
             if self._take_fault("garbled"):
                 reply = self._garble(reply)
@@ -368,7 +371,7 @@ class SimulatedLakeShore336:
         if quiet_since is None or self.min_command_gap_real_s <= 0:
             return False
         slack_s = min(_SCHEDULING_SLACK_S, self.min_command_gap_real_s / 2)
-        return started - quiet_since < self.min_command_gap_real_s - slack_s
+        return started - quiet_since < self.min_command_gap_real_s - slack_s  # same read: started == now, gap ~0
 
     def _garble(self, reply: str) -> str:
         """A corrupted reply, never a well-formed one (line noise, a lost character, an empty line)."""
