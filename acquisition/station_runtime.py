@@ -224,6 +224,7 @@ def open_role(runtime: StationRuntime, role: Role, ctx: OpenContext) -> None:
         if role.simulated and entry.simulator is not None:
             simulator, address = load(entry.simulator)(role.entry, runtime.clock, **context)
             runtime.simulators[role.name] = simulator
+            context["simulator"] = simulator
         driver = load(entry.driver)(role.entry, address, runtime.clock, **context)
     except InstrumentError as exc:
         raise PreflightRefused(role.field, role.address, f"cannot open: {exc}") from None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from drivers.clock import Clock
-from drivers.errors import InstrumentError
+from drivers.errors import InstrumentConfigurationError, InstrumentError, InstrumentUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ class VtCommunicationError(VtError):
 
 class VtSensorError(VtError):
     """The controller answered, but its sensor reports no valid reading (dropout, open lead)."""
+
+
+class VtHeaterError(VtError):
+    """The controller reports a heater fault (open load, short): it cannot heat."""
+
+
+class VtConfigurationError(VtError, InstrumentConfigurationError):
+    """The controller answers but is set up so a run cannot use it (units, output mode, faults); says how to fix it."""
+
+
+class VtUnreachable(VtCommunicationError, InstrumentUnreachable):
+    """The controller's port cannot be opened (missing, or held by another process)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,14 @@ class TemperatureController(ABC):
     def close(self) -> None:
         """Release the transport."""
 
+    def preflight(self) -> str:
+        """Identify the instrument and check its configuration; return a one-line summary."""
+        return f"{self.identify()}; sensor reads {self.read_sensor_k():.2f} K"
+
+    def _setpoint_reached(self, setpoint_k: float) -> bool:
+        """Whether the instrument's own set point has reached `setpoint_k` (a ramp finished); True if it cannot lag."""
+        return True
+
     # --- shared logic --------------------------------------------------------------------
     @property
     def setpoint_k(self) -> float | None:
@@ -199,7 +219,11 @@ class TemperatureController(ABC):
     def wait_stable(
         self, sample_k: float, tolerance_k: float, hold_s: float, timeout_s: float, poll_s: float = 10.0
     ) -> StabilityResult:
-        """Wait until the sample reading stays within tolerance for hold_s; VtStabilityTimeout after timeout_s."""
+        """Wait until the set point has reached its target and the sample reading stays in tolerance for hold_s.
+
+        VtStabilityTimeout after timeout_s. The hold counts only once the backend says its set point
+        finished ramping (`_setpoint_reached`), asked only while the reading is in band.
+        """
         if poll_s <= 0 or tolerance_k <= 0 or hold_s < 0 or timeout_s <= 0:
             raise ValueError(
                 f"{self.name}: wait_stable needs poll_s > 0, tolerance_k > 0, hold_s >= 0, timeout_s > 0"
@@ -207,12 +231,15 @@ class TemperatureController(ABC):
         setpoint_k = self.setpoint_for_sample_k(sample_k)
         start = self._clock.now()
         band_since: float | None = None
+        ramp_done = False
         polls = 0
         while True:
             reading_k = self.read_sample_k()
             now = self._clock.now()
             polls += 1
-            if abs(reading_k - sample_k) <= tolerance_k:
+            if abs(reading_k - sample_k) <= tolerance_k and not ramp_done:
+                ramp_done = self._setpoint_reached(setpoint_k)  # asked only in band, until it says yes
+            if abs(reading_k - sample_k) <= tolerance_k and ramp_done:
                 band_since = now if band_since is None else band_since
                 if now - band_since >= hold_s:
                     log.info(

@@ -1,5 +1,9 @@
 """Thermal physics of a MAS VT probe: ramp-limited set point, sensor response with overshoot, sample lag.
 
+The controller-side facts it models (see docs/dialects/lakeshore336.md): a ramp moves the effective
+set point towards the target at the ramp rate (rate 0 = no ramp); an output that is off or faulty
+delivers nothing whatever its range; above the temperature limit every output switches off.
+
 The sensor follows the drive temperature as a damped second-order system (time scale ~60 s,
 a few tenths of a kelvin of overshoot on a ramped 20 K move); the sample follows the sensor
 with its own lag and sits above it by MAS frictional heating (proportional to rate squared).
@@ -17,7 +21,8 @@ from scipy.linalg import expm
 
 from drivers.clock import Clock
 
-_RAMP_STEP_S = 1.0  # integration step while the set point is ramping
+_RAMP_STEP_S = 1.0  # integration step while the set point is ramping (or the sensor may cross TLIMIT)
+_LIMIT_MARGIN_K = 2.0  # overshoot allowance: drive temperatures this close to TLIMIT are integrated finely
 
 
 class ThermalModel:
@@ -46,6 +51,9 @@ class ThermalModel:
         self.stuck_deficit_k = float(stuck_deficit_k)
         self.mas_heating_k_at_10khz = float(mas_heating_k_at_10khz)
         self.stuck_heater = False
+        self.output_active = True  # False: the output delivers nothing (mode off, heater fault), whatever the range
+        self.temperature_limit_k = 0.0  # TLIMIT: above it every output switches off (0 = feature off)
+        self.limit_tripped = False
         self._target_k = self.ambient_k
         self._effective_k = self.ambient_k
         self._ramp_k_per_min = 10.0
@@ -77,7 +85,7 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._target_k = float(value)
-            if not self._ramp_enabled:
+            if not self._ramp_active():
                 self._effective_k = self._target_k
 
     @property
@@ -90,6 +98,8 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._ramp_k_per_min = float(value)
+            if not self._ramp_active():
+                self._effective_k = self._target_k
 
     @property
     def ramp_enabled(self) -> bool:
@@ -101,19 +111,39 @@ class ThermalModel:
         with self._lock:
             self._advance()
             self._ramp_enabled = bool(value)
-            if not self._ramp_enabled:
+            if not self._ramp_active():
                 self._effective_k = self._target_k
 
     @property
     def heater_range(self) -> int:
-        """0 off (the probe drifts to ambient), 1..3 on."""
-        return self._heater_range
+        """0 off (the probe drifts to ambient), 1..3 on (TLIMIT may have switched it off meanwhile)."""
+        with self._lock:
+            self._advance()
+            return self._heater_range
 
     @heater_range.setter
     def heater_range(self, value: int) -> None:
         with self._lock:
             self._advance()
             self._heater_range = int(value)
+
+    def set_output_active(self, active: bool) -> None:
+        """Whether the control output can heat at all (closed-loop mode on its input, no heater fault)."""
+        with self._lock:
+            self._advance()
+            self.output_active = bool(active)
+
+    def set_temperature_limit_k(self, limit_k: float) -> None:
+        """TLIMIT: the sensor temperature above which the controller switches every output off (0 = off)."""
+        with self._lock:
+            self._advance()
+            self.temperature_limit_k = max(0.0, float(limit_k))
+
+    def ramping(self) -> bool:
+        """RAMPST?: whether the effective set point is still moving towards the target."""
+        with self._lock:
+            self._advance()
+            return self._ramp_active() and self._effective_k != self._target_k
 
     def set_stuck_heater(self, stuck: bool) -> None:
         """A heater that cannot reach set points above ambient (stays stuck_deficit_k short)."""
@@ -152,12 +182,21 @@ class ThermalModel:
         return self.mas_heating_k_at_10khz * (self.mas_rate_hz / 10_000.0) ** 2
 
     # --- integration ---------------------------------------------------------------------
+    def _ramp_active(self) -> bool:
+        """Ramping on with a finite rate (the manual: a rate of 0 is infinite, as if ramping were off)."""
+        return self._ramp_enabled and self._ramp_k_per_min > 0
+
     def _drive_k(self, setpoint_k: float) -> float:
-        if self._heater_range == 0:
+        if self._heater_range == 0 or not self.output_active:
             return self.ambient_k
         if self.stuck_heater and setpoint_k > self.ambient_k:
             return max(self.ambient_k, setpoint_k - self.stuck_deficit_k)
         return setpoint_k
+
+    def _near_limit(self) -> bool:
+        """Whether the heater could take the sensor over TLIMIT (then integrate finely to cut it in time)."""
+        limit_k = self.temperature_limit_k
+        return limit_k > 0 and self._heater_range != 0 and self._drive_k(self._effective_k) > limit_k - _LIMIT_MARGIN_K
 
     def _step_matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         key = round(dt, 9)
@@ -174,8 +213,9 @@ class ThermalModel:
     def _advance(self) -> None:
         now = self._clock.now()
         while self._t < now:
-            ramping = self._ramp_enabled and self._effective_k != self._target_k
-            dt = min(_RAMP_STEP_S, now - self._t) if ramping else now - self._t
+            ramping = self._ramp_active() and self._effective_k != self._target_k
+            fine = ramping or self._near_limit()
+            dt = min(_RAMP_STEP_S, now - self._t) if fine else now - self._t
             start_k = self._effective_k
             if ramping:
                 step_k = self._ramp_k_per_min / 60.0 * dt
@@ -185,3 +225,6 @@ class ThermalModel:
             ad, bd = self._step_matrices(dt)
             self._x = ad @ self._x + bd @ np.array([drive_k, self.mas_heating_k()])
             self._t += dt
+            if self.temperature_limit_k > 0 and self._x[0] > self.temperature_limit_k and self._heater_range != 0:
+                self._heater_range = 0  # the instrument switches its outputs off; the host must switch them on again
+                self.limit_tripped = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def test_plain_pyserial_client_gets_lake_shore_answers(hil_station: Path) -> Non
                                parity=serial.PARITY_ODD, stopbits=serial.STOPBITS_ONE, timeout=2) as port:
         port.write(b"*IDN?\r\n")
         identity = port.read_until(b"\r\n").decode("ascii").strip()
+        time.sleep(0.06)  # the manual's message flow control: 50 ms quiet after a reply
         port.write(f"KRDG? {station.vt.sensor_input}\r\n".encode())
         reading = float(port.read_until(b"\r\n").decode("ascii"))
     assert identity.startswith("LSCI,MODEL33")

@@ -17,7 +17,7 @@ from drivers.keithley2450 import CyclerCommunicationError, Keithley2450, _parse_
 from drivers.lakeshore import LakeShore336, parse_kelvin_reading
 from drivers.vt import VtError, VtLimits
 from hardware_sim.smu_sim import SimulatedKeithley2450
-from hardware_sim.vt_sim import SimulatedLakeShore336
+from hardware_sim.vt_sim import IN_PROCESS_COMMAND_GAP_REAL_S, SimulatedLakeShore336
 from test_fault_matrix import EXSY, CYCLING, assert_consistent, assert_cyclers_off, events_of, run_with_fault
 
 # near misses of real replies, and plain noise
@@ -41,8 +41,9 @@ def _accepted(parse, text: str) -> bool:
 @pytest.fixture(scope="module")
 def lakeshore():
     clock = VirtualClock()
-    with SimulatedLakeShore336(clock, seed=1) as sim:
-        driver = LakeShore336(sim.link_path, clock, VtLimits(173.0, 423.0, 5.0), timeout_s=0.05, retry_wait_s=0.1)
+    with SimulatedLakeShore336(clock, seed=1, min_command_gap_real_s=IN_PROCESS_COMMAND_GAP_REAL_S) as sim:
+        driver = LakeShore336(sim.link_path, clock, VtLimits(173.0, 423.0, 5.0), timeout_s=0.05, retry_wait_s=0.1,
+                              min_command_gap_real_s=IN_PROCESS_COMMAND_GAP_REAL_S)
         try:
             yield sim, driver
         finally:

@@ -10,13 +10,17 @@ from hypothesis import strategies as st
 
 from drivers.clock import VirtualClock
 from drivers.lakeshore import (
+    RealTimePacer,
     ReplyError,
     SensorInvalid,
+    parse_flag,
     parse_identity,
+    parse_int_fields,
     parse_kelvin_reading,
     parse_number,
     parse_ramp,
     parse_range,
+    reading_flags,
 )
 from drivers.vt import (
     MasCalibration,
@@ -83,6 +87,28 @@ def test_parsers_accept_instrument_formats():
             parse_ramp(bad)
     with pytest.raises(ReplyError):
         parse_identity("L#CI,MODEL336,SIM0000,2.9")
+    assert parse_int_fields("2,1,0,1,1", 5, "INTYPE?") == (2, 1, 0, 1, 1)
+    assert parse_int_fields("000", 1, "RDGST?") == (0,)
+    for bad in ("2,1,0,1", "2,1,0,1,x", "", "-1,1,0,1,1"):
+        with pytest.raises(ReplyError):
+            parse_int_fields(bad, 5, "INTYPE?")
+    assert parse_flag("1") is True and parse_flag(" 0 ") is False
+    with pytest.raises(ReplyError):
+        parse_flag("2")
+    assert reading_flags(0) == [] and reading_flags(1 | 32) == ["invalid reading", "temperature over range"]
+    assert reading_flags(16 | 64 | 128) == ["temperature under range", "sensor units zero", "sensor units over range"]
+
+
+def test_real_time_pacer_keeps_the_gap_after_each_communication():
+    import time
+
+    pacer = RealTimePacer(0.05)
+    pacer.wait()  # nothing sent yet: no wait
+    pacer.ended()
+    start = time.monotonic()
+    pacer.wait()
+    assert time.monotonic() - start >= 0.049
+    assert RealTimePacer(-1.0).min_gap_s == 0.0
 
 
 @given(st.text(max_size=20))

@@ -81,3 +81,38 @@ def test_long_idle_gap_is_cheap_and_exact():
     model.setpoint_k = 350.0
     clock.advance(40 * 3600.0)
     assert model.true_sensor_k() == pytest.approx(350.0, abs=1e-6)
+
+
+def test_ramp_status_rate_zero_is_no_ramp_and_an_inactive_output_heats_nothing():
+    clock = VirtualClock()
+    model = ThermalModel(clock)
+    model.heater_range = 3
+    model.ramp_rate_k_per_min = 5.0
+    model.ramp_enabled = True
+    model.setpoint_k = 303.0
+    assert model.ramping() and model.effective_setpoint_k() == 293.0
+    clock.advance(150.0)
+    assert model.ramping() is False and model.effective_setpoint_k() == 303.0
+    model.ramp_rate_k_per_min = 0.0  # the manual: a rate of 0 is infinite
+    model.setpoint_k = 320.0
+    assert model.effective_setpoint_k() == 320.0 and not model.ramping()
+    model.set_output_active(False)
+    clock.advance(7200.0)
+    assert model.true_sensor_k() == pytest.approx(293.0, abs=0.01)
+
+
+def test_temperature_limit_cuts_the_heater_when_crossed():
+    clock = VirtualClock()
+    model = ThermalModel(clock)
+    model.set_temperature_limit_k(305.0)
+    model.heater_range = 3
+    model.setpoint_k = 330.0
+    clock.advance(3600.0)
+    assert model.heater_range == 0 and model.limit_tripped  # reading the range brings the model up to now
+    assert model.true_sensor_k() < 300.0
+    calm = ThermalModel(VirtualClock())
+    calm.set_temperature_limit_k(400.0)
+    calm.heater_range = 3
+    calm.setpoint_k = 350.0
+    calm._clock.advance(3600.0)
+    assert calm.heater_range == 3 and not calm.limit_tripped

@@ -19,6 +19,8 @@ def test_topspin_vt_reaches_and_holds_a_set_point_through_the_automation_folder(
     try:
         driver = TopSpinDriver(tmp_path / "automation", tmp_path / "data", clock)
         vt = TopSpinVt(driver, clock, VtLimits(min_k=233.0, max_k=393.0, max_ramp_k_per_min=5.0))
+        summary = vt.preflight()  # every VT backend has one: here identity and one teget
+        assert summary.startswith("TopSpin VT via TopSpinDriver; sensor reads ") and summary.endswith(" K")
         vt.set_ramp_rate_k_per_min(5.0)
         t0 = clock.now()
         vt.set_sample_temperature_k(313.0)
