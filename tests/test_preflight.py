@@ -181,3 +181,31 @@ def test_a_built_in_station_runs_in_virtual_time_only_when_every_address_is_sim(
     else:
         station.spectrometer.automation_dir = "/opt/topspin/automation"  # type: ignore[union-attr]
     assert isinstance(make_clock(station, roles_of(station, ["nmr"]), virtual_start_s=0.0), RealClock)
+
+
+@pytest.mark.parametrize("misconfigured, words", [
+    ({"units": "C"}, ("vt.port", "Celsius")),
+    ({"output_mode": 0}, ("vt.port", "OUTMODE")),
+])
+def test_a_lake_shore_set_up_wrongly_is_refused_before_anything_moves(tmp_path: Path, misconfigured: dict,
+                                                                     words: tuple[str, ...]) -> None:
+    """A controller in Celsius would take SETP 1,313 as 313 degC; one with its output off would not heat."""
+    from drivers.clock import RealClock
+    from hardware_sim.vt_sim import SimulatedLakeShore336
+
+    with SimulatedLakeShore336(RealClock(), **misconfigured) as sim:
+        station = _station(tmp_path, f"""\
+            kind: station
+            name: bench with a Lake Shore set up by hand
+            lock_dir: {tmp_path}/locks
+            spectrometer: {{automation_dir: "sim://automation", data_dir: data}}
+            vt:
+              port: {sim.link_path}
+              limits: {{min: 173 K, max: 423 K, max_ramp: 5 K/min}}
+            """)
+        run_dir = tmp_path / "run"
+        result = _exsylab("run", str(EXAMPLES / "vt-exsy-short.yaml"), "--station", str(station),
+                          "--run-dir", str(run_dir))
+        _assert_refused(result, station, *words)
+        assert not run_dir.exists()
+        assert not any(c.startswith(("SETP ", "RANGE ")) for c in sim.commands), sim.commands
