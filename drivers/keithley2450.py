@@ -163,9 +163,11 @@ class Keithley2450:
         with self._lock:
             try:
                 self._open()
+                self._raw("*IDN?")  # pyvisa-py connects a SOCKET lazily: make a refused connection show here
             except CyclerError:
                 raise
             except Exception as exc:  # noqa: BLE001 - pyvisa-py raises bare Exceptions on refused connects
+                self._drop()
                 raise CyclerUnreachable(f"Keithley2450 {resource}: cannot open: {_one_line(exc)}") from exc
 
     # --- transport -------------------------------------------------------------------------
@@ -229,10 +231,11 @@ class Keithley2450:
 
     def _after_reconnect(self) -> None:
         """A new connection may follow a power cycle: re-assert HIMP first, then check the instrument kept our setup."""
-        self._raw(":OUTP:CURR:SMOD HIMP;:OUTP:VOLT:SMOD HIMP;*OPC?")
-        if self._function is None:
-            return
         try:
+            if self._raw(":OUTP:CURR:SMOD HIMP;:OUTP:VOLT:SMOD HIMP;*OPC?").strip() != "1":
+                raise ValueError("*OPC? after re-asserting HIMP did not answer 1")
+            if self._function is None:
+                return
             source = _word(self._raw(":SOUR:FUNC?"))
             output_on = parse_bool(self._raw(":OUTP?"))
         except ValueError as exc:
