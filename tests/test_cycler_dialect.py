@@ -8,7 +8,7 @@ with the driver coping.
 from __future__ import annotations
 
 import socket
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import pyvisa
@@ -37,10 +37,10 @@ def sim(clock: VirtualClock) -> Iterator[SimulatedKeithley2450]:
 
 
 @pytest.fixture
-def plain(sim: SimulatedKeithley2450) -> Iterator[pyvisa.resources.MessageBasedResource]:
+def plain(sim: SimulatedKeithley2450) -> Iterator[Any]:
     """A plain pyvisa-py session, as any lab script would open it."""
     rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", read_termination="\n", write_termination="\n",
+    inst: Any = rm.open_resource(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", read_termination="\n", write_termination="\n",
                             timeout=1000)
     yield inst
     inst.close()
@@ -157,7 +157,7 @@ def test_a_power_cycle_mid_step_is_an_error_not_a_silent_default(sim: SimulatedK
 def test_tsp_mode_answers_lang_only_and_preflight_refuses(clock) -> None:
     with SimulatedKeithley2450(clock, language="TSP") as sim:
         rm = pyvisa.ResourceManager("@py")
-        plain = rm.open_resource(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", read_termination="\n",
+        plain: Any = rm.open_resource(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", read_termination="\n",
                                  write_termination="\n", timeout=200)
         assert plain.query("*LANG?") == "TSP"
         with pytest.raises(pyvisa.errors.VisaIOError, match="VI_ERROR_TMO"):

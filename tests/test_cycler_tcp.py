@@ -19,7 +19,7 @@ from analysis.cycling import LI2S_EQUILIBRIUM_V, summarize_cycling
 from acquisition.cycler_lane import limits_of, spec_of
 from drivers.clock import VirtualClock
 from drivers.cycler import (CyclerChannel, CyclerCommunicationError, CyclerLimits, CyclerSafetyTrip, CyclerSample,
-                            CyclerStepSpec, run_steps)
+                            CyclerStepSpec, StepResult, run_steps)
 from drivers.keithley2450 import Keithley2450
 from hardware_sim.cell import Li2SCell
 from hardware_sim.smu_sim import SimulatedKeithley2450
@@ -97,11 +97,12 @@ def test_example_fixed_capacity_protocol_hits_targets_and_bdf_agrees(bench: Benc
     for spec, result in zip(steps, results):
         if spec.mode == "charge":
             assert result.ended_by == "capacity"
+            assert spec.end_capacity_ah is not None
             assert abs(result.capacity_ah / spec.end_capacity_ah - 1) <= 1e-3
         else:
             assert result.ended_by == "voltage"
             assert abs(result.final_voltage_v - 0.8) <= 2e-3
-            assert result.capacity_ah > 0.9 * steps[0].end_capacity_ah
+            assert result.capacity_ah > 0.9 * (steps[0].end_capacity_ah or 0.0)
 
     cols = read_bdf(path)
     # the file's own current-time integral, step by step, equals the capacities it reports
@@ -237,7 +238,7 @@ def test_lost_connection_stops_one_channel_while_another_goes_on(clock: VirtualC
         b = benches[name]
         channel = CyclerChannel(name, b.smu, clock, LIMITS)
 
-        dropped = []
+        dropped: list[float] = []
 
         def on_sample(sample: CyclerSample, cap: float, t: float) -> None:
             if name == "A" and t >= 20.0 and not dropped:
@@ -259,7 +260,7 @@ def test_lost_connection_stops_one_channel_while_another_goes_on(clock: VirtualC
         assert isinstance(outcome["A"], CyclerCommunicationError)
         assert benches["A"].resource in str(outcome["A"])
         result_b = outcome["B"]
-        assert getattr(result_b, "ended_by", None) == "capacity"
+        assert isinstance(result_b, StepResult) and result_b.ended_by == "capacity"
         assert result_b.capacity_ah == pytest.approx(spec.end_capacity_ah, rel=1e-3)
         assert not benches["B"].sim.tripped
     finally:
