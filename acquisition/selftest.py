@@ -2,8 +2,9 @@
 
 Every instrument answers and identifies itself; the VT reading lies within the probe limits;
 the TopSpin side beats, answers a job, and can create and delete a scratch dataset; each cycler
-channel reports its output off and reads the open-circuit voltage at 0 A. Nothing is switched
-on, heated or left behind: the VT set point is not touched and no cycler output is switched.
+channel reports its output off and reads the open-circuit voltage. Nothing is heated or left
+behind: the VT set point is not touched; a cycler's output is on only for its one open-circuit
+reading, as a 0 A current source (no load on the cell), and off again afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from protocols.loader import load_station
 from protocols.station import CyclerSpec, StationSpec
 
 if TYPE_CHECKING:  # drivers load only when a selftest runs, not for every CLI command
-    from drivers.keithley2450 import Keithley2450
+    from drivers.source_meter import SourceMeter
     from drivers.topspin import TopSpinDriver
     from drivers.vt import TemperatureController
 
@@ -157,7 +158,7 @@ def _check_vt(vt: TemperatureController, checks: _Checks) -> None:
     checks.run("VT", "reading sane", reading)
 
 
-def _check_cycler(name: str, smu: Keithley2450, spec: CyclerSpec, checks: _Checks) -> None:
+def _check_cycler(name: str, smu: SourceMeter, spec: CyclerSpec, checks: _Checks) -> None:
     instrument = f"cycler {name}"
     if not checks.run(instrument, "identify", lambda: (True, smu.identify())):
         return
@@ -170,7 +171,7 @@ def _check_cycler(name: str, smu: Keithley2450, spec: CyclerSpec, checks: _Check
         return
 
     def ocv() -> tuple[bool, str]:
-        voltage_v = smu.measure_open_circuit_v()
+        voltage_v = smu.measure_open_circuit_v(spec.voltage_max_v)
         ok = spec.voltage_min_v <= voltage_v <= spec.voltage_max_v
         return ok, f"{voltage_v:.4f} V with the output off (limits {spec.voltage_min_v:g}..{spec.voltage_max_v:g} V)"
 

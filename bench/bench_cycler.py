@@ -15,15 +15,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from acquisition.bdf import BdfRecorder, BdfWriter  # noqa: E402
+from acquisition.cycler_lane import limits_of, spec_of  # noqa: E402
 from analysis.cycling import summarize_cycling  # noqa: E402
 from drivers.clock import VirtualClock  # noqa: E402
-from drivers.cycler import CyclerChannel, CyclerLimits, fixed_capacity_steps, run_steps  # noqa: E402
+from drivers.cycler import CyclerChannel, run_steps  # noqa: E402
 from drivers.keithley2450 import Keithley2450  # noqa: E402
 from hardware_sim.cell import Li2SCell  # noqa: E402
 from hardware_sim.smu_sim import SimulatedKeithley2450  # noqa: E402
+from protocols import CyclerStep, load_plan  # noqa: E402
 
 ACTIVE_MASS_G = 1.5e-3
 AREA_CM2 = 0.785
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cycling-fixed-capacity.yaml"
 
 
 def main() -> None:
@@ -32,8 +35,11 @@ def main() -> None:
     sim = SimulatedKeithley2450(clock, Li2SCell(active_mass_g=ACTIVE_MASS_G, area_cm2=AREA_CM2))
     resource = sim.start()
     smu = Keithley2450(resource, clock=clock)
-    channel = CyclerChannel("bench", smu, clock, CyclerLimits(voltage_min_v=0.5, voltage_max_v=2.5, current_max_a=1e-3))
-    steps = fixed_capacity_steps(active_mass_g=ACTIVE_MASS_G, area_cm2=AREA_CM2, cycles=50, sample_interval_s=60.0)
+    smu.preflight()
+    plan, _station = load_plan([EXAMPLE])  # the example file as the runner expands it
+    plan_steps = [s for s in plan.steps if isinstance(s, CyclerStep)]
+    channel = CyclerChannel("bench", smu, clock, limits_of(plan_steps[0]))
+    steps = [spec_of(s) for s in plan_steps]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.bdf.csv"
         t0 = time.perf_counter()
@@ -47,8 +53,9 @@ def main() -> None:
     smu.close()
     sim.stop()
     samples = sum(r.samples for r in results)
-    cap_err = max(abs(r.capacity_ah / s.end_capacity_ah - 1) for s, r in zip(steps, results) if s.mode == "charge")
-    v_err = max(abs(r.final_voltage_v - s.end_voltage_v) for s, r in zip(steps, results) if s.mode == "discharge")
+    cap_err = max(abs(r.capacity_ah / (s.end_capacity_ah or r.capacity_ah) - 1) for s, r in zip(steps, results) if s.mode == "charge")
+    v_err = max(abs(r.final_voltage_v - (s.end_voltage_v or 0.0)) for s, r in zip(steps, results)
+                if s.mode == "discharge")
     virtual_days = sum(r.duration_s for r in results) / 86400.0
     print(f"bench_cycler: full example ({len(steps)} steps, {virtual_days:.1f} virtual days) over TCP")
     print(f"  wall time          {wall_s:8.2f} s")

@@ -4,6 +4,9 @@ A step samples at `sample_interval_s`, and near its end condition shortens the i
 predicting the crossing (exact for capacity and time at constant current; a damped secant
 for voltage), so a capacity step ends within 0.1 % and a voltage cut-off within 2 mV.
 Safety limits are checked on every sample; any breach or error leaves the channel at 0 A, off.
+The channel is typed on `drivers.source_meter.SourceMeter`, so any host-driven instrument fits;
+that instrument itself holds the limit the step's current direction could cross (upper on
+charge, lower on discharge), so a host that dies mid-step cannot push the cell past it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from drivers.keithley2450 import CyclerCommunicationError, CyclerError, CyclerSafetyTrip, Keithley2450
+from drivers.source_meter import (CyclerCommunicationError, CyclerConfigurationError, CyclerError, CyclerSafetyTrip,
+                                  CyclerUnreachable, SourceMeter)
 
 __all__ = [
-    "CyclerChannel", "CyclerCommunicationError", "CyclerError", "CyclerLimits", "CyclerSafetyTrip",
-    "CyclerSample", "CyclerStepSpec", "StepResult", "fixed_capacity_steps", "run_steps",
+    "CyclerChannel", "CyclerCommunicationError", "CyclerConfigurationError", "CyclerError", "CyclerLimits",
+    "CyclerSafetyTrip", "CyclerSample", "CyclerStepSpec", "CyclerUnreachable", "SourceMeter", "StepResult",
+    "run_steps",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ APPROACH_FRACTION = 0.5
 """Close in on a voltage cut-off by this fraction of the predicted time to reach it."""
 SLOPE_MIN_DV_V = 4e-4
 """A voltage change below this (near the noise) does not update the slope estimate."""
+LIMIT_QUERY_FRACTION = 0.01
+"""Ask the instrument whether it holds its voltage limit once within this fraction (at least 10 mV) of it."""
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,18 @@ class CyclerStepSpec:
     end_time_s: float | None = None
     sample_interval_s: float = 1.0
     voltage_limit_v: float | None = None
+    """The voltage the instrument holds as its own limit on this step (upper on charge and rest, lower on
+    discharge); None: the channel's voltage_max_v / voltage_min_v."""
+
+
+EndReason = Literal["capacity", "voltage", "time", "safety", "stopped"]
 
 
 @dataclass(frozen=True)
 class StepResult:
     """How a step ended, after how long, with how much charge passed and at what voltage."""
 
-    ended_by: Literal["capacity", "voltage", "time", "safety", "stopped"]
+    ended_by: EndReason
     duration_s: float
     capacity_ah: float
     final_voltage_v: float
@@ -118,7 +130,7 @@ class CyclerChannel:
     def __init__(
         self,
         name: str,
-        smu: Keithley2450,
+        smu: SourceMeter,
         clock: Any,
         limits: CyclerLimits,
         *,
@@ -185,12 +197,26 @@ class CyclerChannel:
         ):
             raise ValueError(f"{where}: cut-off {spec.end_voltage_v} V outside the limits")
 
-    def _compliance_v(self, spec: CyclerStepSpec) -> float:
+    def _window_v(self, spec: CyclerStepSpec) -> tuple[float, float]:
+        """(lower, upper) voltage the instrument holds for this step."""
+        lower, upper = self.limits.voltage_min_v, self.limits.voltage_max_v
         if spec.voltage_limit_v is not None:
-            return spec.voltage_limit_v
-        return max(abs(self.limits.voltage_max_v), abs(self.limits.voltage_min_v))
+            if spec.mode == "discharge":
+                lower = spec.voltage_limit_v
+            else:
+                upper = spec.voltage_limit_v
+        return lower, upper
 
-    def _safety_reason(self, spec: CyclerStepSpec, v: float, i: float, cap_ah: float, compliance_v: float) -> str:
+    def _near_held_limit(self, spec: CyclerStepSpec, v: float, window_v: tuple[float, float]) -> bool:
+        lower, upper = window_v
+        if spec.mode == "charge":
+            return v >= upper - max(0.01, LIMIT_QUERY_FRACTION * abs(upper))
+        if spec.mode == "discharge":
+            return v <= lower + max(0.01, LIMIT_QUERY_FRACTION * abs(lower))
+        return False
+
+    def _safety_reason(self, spec: CyclerStepSpec, v: float, i: float, cap_ah: float,
+                       window_v: tuple[float, float]) -> str:
         lim = self.limits
         if v > lim.voltage_max_v:
             return f"voltage {v:.4f} V above the limit {lim.voltage_max_v} V"
@@ -204,8 +230,9 @@ class CyclerChannel:
             temperature_k = self._temperature_k()
             if temperature_k > lim.temperature_max_k:
                 return f"temperature {temperature_k:.2f} K above the limit {lim.temperature_max_k} K"
-        if spec.mode != "rest" and abs(v) >= 0.99 * compliance_v and self.smu.limit_tripped():
-            return f"source-meter in voltage compliance at {v:.4f} V (limit {compliance_v} V)"
+        if self._near_held_limit(spec, v, window_v) and self.smu.limit_reached():
+            held_v = window_v[1] if spec.mode == "charge" else window_v[0]
+            return f"source-meter holding the cell at its voltage limit: {v:.4f} V (limit {held_v} V)"
         return ""
 
     def _measure(self) -> CyclerSample:
@@ -221,8 +248,8 @@ class CyclerChannel:
         should_stop: Callable[[], bool],
     ) -> StepResult:
         sign = {"charge": 1.0, "discharge": -1.0, "rest": 0.0}[spec.mode]
-        compliance_v = self._compliance_v(spec)
-        self.smu.source_current(sign * spec.current_a, compliance_v)
+        window_v = self._window_v(spec)
+        self.smu.source_current(sign * spec.current_a, voltage_min_v=window_v[0], voltage_max_v=window_v[1])
         self.smu.output(True)
         _register_live(self)
         t0 = self.clock.now()
@@ -244,7 +271,7 @@ class CyclerChannel:
             elapsed = sample.unix_time_s - t0
             if on_sample is not None:
                 on_sample(sample, cap, elapsed)
-            reason = self._safety_reason(spec, sample.voltage_v, sample.current_a, cap, compliance_v)
+            reason = self._safety_reason(spec, sample.voltage_v, sample.current_a, cap, window_v)
             if reason:  # run_step's handler switches the channel off
                 message = f"cycler {self.name}: safety stop: {reason}"
                 log.error(message)
@@ -254,15 +281,15 @@ class CyclerChannel:
             if ended:
                 if ended == "stopped":
                     self.off()
-                else:
-                    self.smu.set_current(0.0)  # nothing flows between steps
+                else:  # nothing flows between steps (after a discharge the output goes off)
+                    self.smu.source_current(0.0, voltage_min_v=window_v[0], voltage_max_v=window_v[1])
                 return StepResult(ended, elapsed, cap, sample.voltage_v, samples)
             wait = self._next_interval(spec, sign, sample, cap, elapsed, slope_v_s)
             prev = sample
             self.clock.sleep(wait)
 
     def _ended_by(self, spec: CyclerStepSpec, sign: float, v: float, cap: float, elapsed: float,
-                  should_stop: Callable[[], bool]) -> str:
+                  should_stop: Callable[[], bool]) -> EndReason | None:
         if spec.end_capacity_ah is not None and cap >= spec.end_capacity_ah * (1 - CAPACITY_TOLERANCE_REL):
             return "capacity"
         if spec.end_voltage_v is not None and sign * (v - spec.end_voltage_v) >= -VOLTAGE_TOLERANCE_V:
@@ -271,7 +298,7 @@ class CyclerChannel:
             return "time"
         if should_stop():
             return "stopped"
-        return ""
+        return None
 
     def _next_interval(self, spec: CyclerStepSpec, sign: float, sample: CyclerSample, cap: float,
                        elapsed: float, slope_v_s: float) -> float:
@@ -309,33 +336,3 @@ def run_steps(
             break
     return results
 
-
-def fixed_capacity_steps(
-    *,
-    active_mass_g: float,
-    area_cm2: float,
-    current_density_ma_cm2: float = 0.132,
-    activation_mah_g: tuple[float, ...] = (200.0, 300.0, 400.0, 500.0, 600.0),
-    cycling_mah_g: float = 600.0,
-    cycles: int = 50,
-    cutoff_v: float = 0.8,
-    sample_interval_s: float = 60.0,
-    charge_time_limit_factor: float = 1.5,
-) -> list[CyclerStepSpec]:
-    """The paper's fixed-capacity protocol: stepped activation charges, then `cycles` at `cycling_mah_g`.
-
-    Each charge ends at its specific capacity (with a time guard of `charge_time_limit_factor`
-    times the nominal duration), each discharge at `cutoff_v` vs In-Li.
-    """
-    current_a = current_density_ma_cm2 * 1e-3 * area_cm2
-    steps = []
-    for target_mah_g in list(activation_mah_g) + [cycling_mah_g] * cycles:
-        capacity_ah = target_mah_g * active_mass_g * 1e-3
-        nominal_s = capacity_ah / current_a * 3600.0
-        steps.append(CyclerStepSpec("charge", current_a, end_capacity_ah=capacity_ah,
-                                    end_time_s=charge_time_limit_factor * nominal_s,
-                                    sample_interval_s=sample_interval_s))
-        steps.append(CyclerStepSpec("discharge", current_a, end_voltage_v=cutoff_v,
-                                    end_time_s=charge_time_limit_factor * nominal_s,
-                                    sample_interval_s=sample_interval_s))
-    return steps

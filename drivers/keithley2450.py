@@ -1,8 +1,13 @@
 """Keithley 2450 SourceMeter over pyvisa (pyvisa-py backend): the SCPI subset a battery cycler needs.
 
-Every command goes through `_transact`, which retries transient faults (timeouts, dropped
-connections, malformed replies) a bounded number of times, reopening the resource between
-attempts so no stale bytes survive, and logs each retry.
+Behaviours and their sources are in docs/dialects/keithley2450.md. In short: the SCPI command
+set must be selected (`*LANG?`); every configuration is followed by a read of the event log
+(`:SYST:ERR?`) because `*OPC?` only says the commands finished; the output-off state is
+re-asserted as high impedance after every connect (power-on and `*RST` restore NORMAL, a 0 V
+source on the cell); a charge is a current source whose voltage limit is the upper limit, and a
+discharge is a voltage source at the lower limit with the discharge current as its current
+limit, so the instrument itself never takes the cell below its lower limit if the host dies.
+Transient faults are retried through `drivers.retry.with_retries` on a fresh connection.
 """
 
 from __future__ import annotations
@@ -12,38 +17,44 @@ import logging
 import math
 import re
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import pyvisa
 from pyvisa.errors import VisaIOError
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_none
 
-from drivers.errors import InstrumentError
+from drivers.retry import with_retries
+from drivers.source_meter import (
+    CyclerCommunicationError,
+    CyclerConfigurationError,
+    CyclerError,
+    CyclerSafetyTrip,
+    CyclerUnreachable,
+)
+
+__all__ = [
+    "CyclerCommunicationError", "CyclerConfigurationError", "CyclerError", "CyclerSafetyTrip", "CyclerUnreachable",
+    "Keithley2450", "parse_bool", "parse_error", "parse_numbers",
+]
 
 log = logging.getLogger(__name__)
 
 READ_QUERY = ':READ? "defbuffer1", SOUR, READ, REL'
-"""One measurement; reply is `source readback (A), reading (V), relative time (s)`."""
+"""One measurement: source read-back (the source function's quantity), reading (the sense function's), relative time."""
+ERROR_QUERY = ":SYST:ERR?"
+MAX_ERRORS_READ = 32
+"""Event-log entries read at most in one go (the log is finite; a stuck instrument must not loop us forever)."""
+OCV_CURRENT_MAX_A = 1e-6
+"""An open-circuit reading at a 0 A source must show less current than this."""
+TERMINALS = {"front": "FRON", "rear": "REAR"}
+
+Function = Literal["CURR", "VOLT"]
+_SENSE_OF: dict[str, str] = {"CURR": "VOLT", "VOLT": "CURR"}
+"""Sense function paired with each source function: the quantity the source does not fix."""
 
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
+_ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$')
 _OVERFLOW_V = 9.9e37  # SCPI "overflow" / NaN marker (9.91E37) is not a reading
-
-
-class CyclerError(InstrumentError):
-    """Base class of every cycler failure."""
-
-
-class CyclerCommunicationError(CyclerError):
-    """The instrument could not be reached or answered nonsense, after retries."""
-
-
-class CyclerSafetyTrip(CyclerError):
-    """A safety limit stopped the channel; `result` holds the step's StepResult when known."""
-
-    def __init__(self, message: str, result: Any = None) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class _Transient(Exception):
@@ -69,15 +80,15 @@ def parse_numbers(reply: str, count: int) -> tuple[float, ...]:
     fields = reply.strip().split(",")
     if len(fields) != count:
         raise ValueError(f"expected {count} numbers, got {len(fields)} fields in {reply!r}")
-    values = []
+    parsed = []
     for field in fields:
         if not _NUMBER_RE.match(field):
             raise ValueError(f"not a number: {field!r} in {reply!r}")
         value = float(field)
         if not math.isfinite(value) or abs(value) >= _OVERFLOW_V:
             raise ValueError(f"overflow or non-finite value {field!r} in {reply!r}")
-        values.append(value)
-    return tuple(values)
+        parsed.append(value)
+    return tuple(parsed)
 
 
 def _parse_reading(reply: str) -> tuple[float, ...]:
@@ -94,6 +105,25 @@ def parse_bool(reply: str) -> bool:
     raise ValueError(f"not a boolean: {reply!r}")
 
 
+def parse_error(reply: str) -> tuple[int, str]:
+    """Parse one event-log entry `code,"text"` (code 0 = no error), else raise ValueError."""
+    match = _ERROR_RE.match(reply)
+    if match is None:
+        raise ValueError(f"not an error-queue entry: {reply!r}")
+    return int(match.group(1)), match.group(2)
+
+
+def _word(reply: str) -> str:
+    text = reply.strip().strip('"').upper()
+    if not text or not text.replace(":", "").isalnum():
+        raise ValueError(f"not a SCPI word: {reply!r}")
+    return text
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 class Keithley2450:
     """A Keithley 2450 addressed by a VISA resource string (TCPIP::host::5025::SOCKET, USB0::...::INSTR)."""
 
@@ -106,36 +136,69 @@ class Keithley2450:
         retries: int = 3,
         clock: Any = None,
         retry_wait_s: float = 0.05,
+        four_wire: bool = True,
+        terminals: str = "front",
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if terminals not in TERMINALS:
+            raise ValueError(f"terminals must be one of {', '.join(TERMINALS)}, got {terminals!r}")
         self.resource = resource
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.retry_count = 0
+        self.four_wire = bool(four_wire)
+        self.terminals = terminals
+        self.exclusive_lock = False
+        """True while the VISA session holds an exclusive lock (pyvisa-py: not for SOCKET resources)."""
         self._clock = clock
         self._retry_wait_s = retry_wait_s
         self._rm = resource_manager or pyvisa.ResourceManager("@py")
         self._inst: Any = None
         self._lock = threading.RLock()
         self._closed = False
+        self._prepared = False  # off-state, sense and terminals asserted on this connection
+        self._function: Function | None = None  # what the driver configured; None: nothing yet
+        self._output_on = False
         with self._lock:
             try:
                 self._open()
-            except Exception as exc:  # noqa: BLE001 - reported with context below
-                raise CyclerCommunicationError(f"Keithley2450 {resource}: cannot open: {exc}") from exc
+                self._raw("*IDN?")  # pyvisa-py connects a SOCKET lazily: make a refused connection show here
+            except CyclerError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - pyvisa-py raises bare Exceptions on refused connects
+                self._drop()
+                raise CyclerUnreachable(f"Keithley2450 {resource}: cannot open: {_one_line(exc)}") from exc
 
     # --- transport -------------------------------------------------------------------------
 
     def _open(self) -> None:
-        inst = self._rm.open_resource(self.resource, open_timeout=int(self.timeout_s * 1000))
+        inst: Any = self._rm.open_resource(self.resource, open_timeout=int(self.timeout_s * 1000))
         inst.timeout = int(self.timeout_s * 1000)
         inst.read_termination = "\n"
         inst.write_termination = "\n"
         self._inst = inst
+        self._take_lock(inst)
+
+    def _take_lock(self, inst: Any) -> None:
+        """Lock the session exclusively where the backend can; pyvisa-py cannot for SOCKET resources (logged)."""
+        try:
+            inst.lock_excl(timeout=int(self.timeout_s * 1000))
+            self.exclusive_lock = True
+        except VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_nonsupported_operation:
+                log.debug("Keithley2450 %s: no VISA lock on this resource type (%s)", self.resource, exc.abbreviation)
+                self.exclusive_lock = False
+                return
+            inst.close()
+            self._inst = None
+            raise CyclerUnreachable(
+                f"Keithley2450 {self.resource}: held by another VISA session ({exc.abbreviation}); "
+                "close the other program or run first") from exc
 
     def _drop(self) -> None:
         inst, self._inst = self._inst, None
+        self._prepared = False
         if inst is not None:
             try:
                 inst.close()
@@ -148,31 +211,59 @@ class Keithley2450:
         if self._inst is None:
             try:
                 self._open()
+            except CyclerError:
+                raise
             except Exception as exc:  # noqa: BLE001 - pyvisa-py raises a bare Exception on refused connects
-                raise _Transient(f"reconnect failed: {type(exc).__name__}: {exc}") from exc
+                raise _Transient(f"reconnect failed: {type(exc).__name__}: {_one_line(exc)}") from exc
+            self._after_reconnect()
         try:
-            return self._inst.query(command)
+            return str(self._inst.query(command))
         except (VisaIOError, OSError, ValueError) as exc:
             self._drop()
-            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+            raise _Transient(f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        self.retry_count += 1
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "Keithley2450 %s: %r attempt %d failed (%s); retrying (retry #%d in total)",
-            self.resource, state.args[0], state.attempt_number + 1, exc, self.retry_count,
-        )
+    def _raw(self, command: str) -> str:
+        try:
+            return str(self._inst.query(command))
+        except (VisaIOError, OSError, ValueError) as exc:
+            self._drop()
+            raise _Transient(f"{type(exc).__name__}: {_one_line(exc)}") from exc
+
+    def _after_reconnect(self) -> None:
+        """A new connection may follow a power cycle: re-assert HIMP first, then check the instrument kept our setup."""
+        try:
+            if self._raw(":OUTP:CURR:SMOD HIMP;:OUTP:VOLT:SMOD HIMP;*OPC?").strip() != "1":
+                raise ValueError("*OPC? after re-asserting HIMP did not answer 1")
+            if self._function is None:
+                return
+            source = _word(self._raw(":SOUR:FUNC?"))
+            output_on = parse_bool(self._raw(":OUTP?"))
+        except ValueError as exc:
+            self._drop()
+            raise _Transient(f"malformed reply after reconnect: {exc}") from exc
+        if not source.startswith(self._function) or output_on != self._output_on:
+            self._function = None
+            raise CyclerCommunicationError(
+                f"Keithley2450 {self.resource}: the instrument lost its configuration across a reconnect "
+                f"(source {source}, output {'on' if output_on else 'off'}; power cycle or *RST?); output-off state "
+                "set to high impedance again")
 
     def _sleep(self, seconds: float) -> None:
         if self._clock is not None:
             self._clock.sleep(seconds)
 
+    def _on_retry(self, command: str) -> Callable[[int, BaseException], None]:
+        def note(attempt: int, exc: BaseException) -> None:
+            self.retry_count += 1
+            log.warning("Keithley2450 %s: %r attempt %d failed (%s); retrying (retry #%d in total)",
+                        self.resource, command, attempt, exc, self.retry_count)
+        return note
+
     def _transact(self, command: str, parse: Callable[[str], Any]) -> Any:
         """Send a query and parse its reply, retrying transient faults on a fresh connection."""
 
-        def once(cmd: str) -> Any:
-            reply = self._attempt(cmd)
+        def once() -> Any:
+            reply = self._attempt(command)
             try:
                 return parse(reply)
             except ValueError as exc:
@@ -181,40 +272,18 @@ class Keithley2450:
 
         with self._lock:
             try:
-                return once(command)  # fast path: no retry machinery when all goes well
+                return with_retries(once, attempts=self.retries + 1, wait_s=self._retry_wait_s, sleep=self._sleep,
+                                    retry_on=(_Transient,), on_retry=self._on_retry(command))
             except _Transient as exc:
-                first = exc
-            if self.retries == 0:
-                raise CyclerCommunicationError(
-                    f"Keithley2450 {self.resource}: {command!r} failed (no retries allowed): {first}"
-                ) from first
-            self.retry_count += 1
-            log.warning(
-                "Keithley2450 %s: %r attempt 1 failed (%s); retrying (retry #%d in total)",
-                self.resource, command, first, self.retry_count,
-            )
-            self._sleep(self._retry_wait_s)
-            retrying = Retrying(
-                stop=stop_after_attempt(self.retries),
-                wait=wait_none(),
-                retry=retry_if_exception_type(_Transient),
-                before_sleep=self._log_retry,
-                sleep=lambda _s: self._sleep(self._retry_wait_s),
-                reraise=True,
-            )
-            try:
-                return retrying(once, command)
-            except _Transient as exc:
-                raise CyclerCommunicationError(
-                    f"Keithley2450 {self.resource}: {command!r} failed after {self.retries + 1} attempts: {exc}"
-                ) from exc
+                how = "(no retries allowed)" if self.retries == 0 else f"after {self.retries + 1} attempts"
+                raise CyclerCommunicationError(f"Keithley2450 {self.resource}: {command!r} failed {how}: {exc}") from exc
 
     def write(self, command: str) -> None:
         """Send one SCPI command and confirm it was processed (`cmd;*OPC?` -> 1), retried on faults.
 
-        One message with a reply, rather than a bare write: a command lost on a dropped
-        connection is noticed at once, and no two small writes meet Nagle's delay (pyvisa-py
-        cannot set TCP_NODELAY on SOCKET resources).
+        `*OPC?` says the command finished, not that it was accepted: configuration methods read
+        the event log afterwards (`check_errors`). One message with a reply, rather than a bare
+        write, notices a command lost on a dropped connection at once and avoids Nagle's delay.
         """
 
         def confirmed(reply: str) -> None:
@@ -225,9 +294,9 @@ class Keithley2450:
 
     def query(self, command: str) -> str:
         """Send one SCPI query and return the raw reply (retried on transient faults)."""
-        return self._transact(command, lambda reply: reply)
+        return str(self._transact(command, lambda reply: reply))
 
-    # --- instrument functions --------------------------------------------------------------
+    # --- identity and configuration -----------------------------------------------------------
 
     def identify(self) -> str:
         """The instrument's *IDN? string."""
@@ -237,61 +306,192 @@ class Keithley2450:
                 raise ValueError(f"not an identification string: {reply!r}")
             return reply.strip()
 
-        return self._transact("*IDN?", nonempty)
+        return str(self._transact("*IDN?", nonempty))
 
-    def source_current(self, current_a: float, voltage_limit_v: float) -> None:
-        """Source `current_a` (positive = charge) with a voltage compliance limit, measuring voltage."""
-        if not (math.isfinite(current_a) and math.isfinite(voltage_limit_v)) or voltage_limit_v <= 0:
-            raise ValueError(
-                f"Keithley2450 {self.resource}: bad source setting {current_a} A / {voltage_limit_v} V limit"
-            )
-        self.write(":SOUR:FUNC CURR")
-        self.write(":OUTP:CURR:SMOD HIMP")  # output off opens the relay: no load on the cell
-        self.write(':SENS:FUNC "VOLT"')
-        self.write(":SOUR:CURR:READ:BACK ON")
-        self.write(f":SOUR:CURR:VLIM {voltage_limit_v:.6g}")
-        self._verify(":SOUR:CURR:VLIM?", voltage_limit_v, "voltage limit")
-        self.set_current(current_a)
+    def read_errors(self) -> list[str]:
+        """Empty the event log (`:SYST:ERR?` until `0,...`); the entries as the instrument wrote them."""
+        entries: list[str] = []
+        for _ in range(MAX_ERRORS_READ):
+            code, text = self._transact(ERROR_QUERY, parse_error)
+            if code == 0:
+                return entries
+            entries.append(f'{code},"{text}"')
+        entries.append(f"(more than {MAX_ERRORS_READ} entries; stopped reading)")
+        return entries
+
+    def check_errors(self, what: str) -> None:
+        """Refuse (CyclerConfigurationError with the instrument's own text) if the event log holds any error."""
+        errors = self.read_errors()
+        if errors:
+            raise CyclerConfigurationError(
+                f"Keithley2450 {self.resource}: the instrument refused the {what}: {'; '.join(errors)}")
+
+    def _check_language(self) -> str:
+        language = str(self._transact("*LANG?", _word))
+        if language != "SCPI":
+            raise CyclerConfigurationError(
+                f"Keithley2450 {self.resource}: command set is {language}, exsylab needs SCPI; on the instrument "
+                "press MENU > System > Settings > Command Set > SCPI (or send *LANG SCPI), then power it off and on")
+        return language
+
+    def _prepare(self) -> None:
+        """High-impedance output-off for both source functions, sense and terminals from the station; verified."""
+        if self._prepared:
+            return
+        self.write(":OUTP:CURR:SMOD HIMP")
+        self.write(":OUTP:VOLT:SMOD HIMP")
+        rsense = "ON" if self.four_wire else "OFF"
+        self.write(f":SENS:VOLT:RSEN {rsense}")
+        self.write(f":SENS:CURR:RSEN {rsense}")
+        self.write(f":ROUT:TERM {TERMINALS[self.terminals]}")
+        self.check_errors("output-off, sense and terminal settings")
+        checks = {":OUTP:CURR:SMOD?": "HIMP", ":OUTP:VOLT:SMOD?": "HIMP",
+                  ":SENS:VOLT:RSEN?": "1" if self.four_wire else "0", ":SENS:CURR:RSEN?": "1" if self.four_wire else "0",
+                  ":ROUT:TERM?": TERMINALS[self.terminals]}
+        for query, expected in checks.items():
+            actual = str(self._transact(query, _word))
+            if not actual.startswith(expected):
+                raise CyclerConfigurationError(
+                    f"Keithley2450 {self.resource}: {query} reads {actual}, expected {expected} after setting it")
+        self._prepared = True
+
+    def preflight(self) -> str:
+        """Identify the instrument and check its configuration; return a one-line summary.
+
+        Checks the command set, empties the event log (old entries are logged), asserts the
+        high-impedance output-off state, 4-wire/2-wire sense and the terminals, and requires the
+        event log to be empty afterwards.
+        """
+        identity = self.identify()
+        if "2450" not in identity:
+            raise CyclerConfigurationError(f"Keithley2450 {self.resource}: not a Keithley 2450: {identity}")
+        self._check_language()
+        old = self.read_errors()
+        for entry in old:
+            log.warning("Keithley2450 %s: event log held %s before exsylab connected", self.resource, entry)
+        self._prepared = False
+        self._prepare()
+        output_on = self.output_is_on()
+        lock = "VISA exclusive lock held" if self.exclusive_lock else "no VISA lock (not supported for this resource)"
+        return (f"{identity}; SCPI; output-off HIMP; {'4-wire' if self.four_wire else '2-wire'} sense; "
+                f"{self.terminals} terminals; output {'ON' if output_on else 'off'}; "
+                f"{len(old)} old event(s) cleared; {lock}")
+
+    # --- sourcing -----------------------------------------------------------------------------
+
+    def source_current(self, current_a: float, *, voltage_max_v: float, voltage_min_v: float) -> None:
+        """Source `current_a` (+ = charge) with the instrument holding the cell's voltage window.
+
+        Charge and rest: current source, voltage limit `voltage_max_v` (it clamps |V| from above).
+        Discharge: voltage source at `voltage_min_v` with current limit |current_a|: the 2450 sinks
+        |current_a| while the cell is above `voltage_min_v` and never pulls it below. Changing
+        between the two switches the output off first (HIMP: relay open, nothing flows).
+        """
+        values = (current_a, voltage_max_v, voltage_min_v)
+        if not all(math.isfinite(v) for v in values) or voltage_max_v <= 0 or voltage_min_v >= voltage_max_v:
+            raise ValueError(f"Keithley2450 {self.resource}: bad source setting {current_a} A within "
+                             f"{voltage_min_v}..{voltage_max_v} V")
+        if current_a >= 0:
+            self._configure("CURR", level=current_a, limit=voltage_max_v)
+        else:
+            self._configure("VOLT", level=voltage_min_v, limit=-current_a)
+
+    def _configure(self, function: Function, *, level: float, limit: float) -> None:
+        with self._lock:
+            self._prepare()
+            if self._function != function:
+                if self.output_is_on():
+                    self.output(False)
+                self._function = None
+                sense = _SENSE_OF[function]
+                self.write(f":SOUR:FUNC {function}")
+                self.write(f':SENS:FUNC "{sense}"')
+                self.write(f":SENS:{sense}:RSEN {'ON' if self.four_wire else 'OFF'}")
+                self.write(f":SOUR:{function}:READ:BACK ON")
+            limit_cmd = ":SOUR:CURR:VLIM" if function == "CURR" else ":SOUR:VOLT:ILIM"
+            self.write(f"{limit_cmd} {limit:.6g}")
+            self.write(f":SOUR:{function} {level:.9g}")
+            self.check_errors(f"source setting ({function} {level:.6g}, limit {limit:.6g})")
+            if self._function != function:
+                self._verify_functions(function)
+            self._verify(f"{limit_cmd}?", limit, "source limit")
+            self._verify(f":SOUR:{function}?", level, "source level")
+            self._function = function
+
+    def _verify_functions(self, function: Function) -> None:
+        source = str(self._transact(":SOUR:FUNC?", _word))
+        sense = str(self._transact(":SENS:FUNC?", _word))
+        if not source.startswith(function) or not sense.startswith(_SENSE_OF[function]):
+            raise CyclerConfigurationError(
+                f"Keithley2450 {self.resource}: source/sense functions read back {source}/{sense}, "
+                f"expected {function}/{_SENSE_OF[function]}")
 
     def _verify(self, query: str, expected: float, what: str) -> None:
         """Read a setting back: a write lost on a dropped connection must not pass silently."""
         (actual,) = self._transact(query, lambda r: parse_numbers(r, 1))
         if not math.isclose(actual, expected, rel_tol=1e-5, abs_tol=1e-12):
             raise CyclerCommunicationError(
-                f"Keithley2450 {self.resource}: {what} reads back {actual}, expected {expected} ({query})"
-            )
-
-    def set_current(self, current_a: float) -> None:
-        """Change the sourced current, keeping function and voltage limit."""
-        if not math.isfinite(current_a):
-            raise ValueError(f"Keithley2450 {self.resource}: bad current {current_a}")
-        self.write(f":SOUR:CURR {current_a:.9g}")
-        self._verify(":SOUR:CURR?", current_a, "source current")
+                f"Keithley2450 {self.resource}: {what} reads back {actual}, expected {expected} ({query})")
 
     def output(self, on: bool) -> None:
-        """Switch the output on or off (read back to confirm)."""
+        """Switch the output on or off (read back to confirm); on only once a source is configured."""
+        if on and self._function is None:
+            raise CyclerError(f"Keithley2450 {self.resource}: output on refused before a source was configured")
         self.write(":OUTP ON" if on else ":OUTP OFF")
+        self._output_on = on
         if self.output_is_on() != on:
             raise CyclerCommunicationError(f"Keithley2450 {self.resource}: output did not switch {'on' if on else 'off'}")
 
     def read(self) -> tuple[float, float, float]:
-        """(voltage_v, current_a, instrument_time_s) from one :READ? query."""
-        current_a, voltage_v, time_s = self._transact(READ_QUERY, _parse_reading)
-        return voltage_v, current_a, time_s
+        """(voltage_v, current_a, instrument_time_s) from one :READ?, mapped by the configured functions."""
+        function = self._function
+        if function is None:
+            raise CyclerError(f"Keithley2450 {self.resource}: read before a source was configured "
+                              "(use measure_open_circuit_v for an open-circuit reading)")
+        source, reading, time_s = self._transact(READ_QUERY, _parse_reading)
+        if function == "CURR":
+            return reading, source, time_s
+        return source, reading, time_s
 
-    def limit_tripped(self) -> bool:
-        """True when the source is clamped at its voltage limit (compliance)."""
-        return self._transact(":SOUR:CURR:VLIM:TRIP?", parse_bool)
+    def limit_reached(self) -> bool:
+        """True when the instrument holds the protecting voltage limit instead of the set current."""
+        if self._function == "VOLT":  # discharge: in current limit is normal; out of it = held at the lower limit
+            return not self._transact(":SOUR:VOLT:ILIM:TRIP?", parse_bool)
+        return bool(self._transact(":SOUR:CURR:VLIM:TRIP?", parse_bool))
 
     def output_is_on(self) -> bool:
         """The output state as the instrument reports it."""
-        return self._transact(":OUTP?", parse_bool)
+        return bool(self._transact(":OUTP?", parse_bool))
+
+    def measure_open_circuit_v(self, voltage_max_v: float) -> float:
+        """The cell's open-circuit voltage: 0 A current source, voltage limit `voltage_max_v`, one reading, output off.
+
+        Refuses (CyclerConfigurationError) when the output is already on (someone is using the
+        channel). Never leaves the cell on the NORMAL 0 V off-state: HIMP is asserted first.
+        """
+        if self.output_is_on():
+            raise CyclerConfigurationError(
+                f"Keithley2450 {self.resource}: output is ON (channel in use?); open-circuit reading not taken")
+        if not (math.isfinite(voltage_max_v) and voltage_max_v > 0):
+            raise ValueError(f"Keithley2450 {self.resource}: bad voltage limit {voltage_max_v}")
+        self._configure("CURR", level=0.0, limit=voltage_max_v)
+        try:
+            self.output(True)
+            voltage_v, current_a, _ = self.read()
+        finally:
+            self.safe_off()
+        if abs(current_a) > OCV_CURRENT_MAX_A:
+            raise CyclerConfigurationError(
+                f"Keithley2450 {self.resource}: {current_a:.3e} A flowed at a 0 A source; not an open circuit")
+        return voltage_v
 
     def safe_off(self) -> bool:
-        """Set 0 A, switch the output off and confirm it; never raises. True when confirmed off."""
+        """No current, output off and confirmed; never raises. True when confirmed off."""
         try:
-            self.write(":SOUR:CURR 0")
+            if self._function != "VOLT":
+                self.write(":SOUR:CURR 0")
             self.write(":OUTP OFF")
+            self._output_on = False
             if self.output_is_on():
                 log.error("Keithley2450 %s: safe_off: output still reports ON", self.resource)
                 return False
@@ -312,6 +512,26 @@ class Keithley2450:
             self._closed = True
 
 
-def open_from_station(entry: Mapping[str, Any], address: str, clock: Any, **_context: Any) -> Keithley2450:
-    """The registry's way in: a Keithley 2450 channel from its station entry at the VISA resource `address`."""
-    return Keithley2450(address, clock=clock)
+
+SENSE = {"4-wire": True, "2-wire": False}
+
+
+def open_from_station(entry: Mapping[str, Any], address: str, clock: Any, *, timeout_s: float | None = None,
+                      **_context: Any) -> Keithley2450:
+    """The registry's way in: a Keithley 2450 channel at the VISA resource `address`.
+
+    Its station settings: `sense` (4-wire, the default, or 2-wire) and `terminals` (front or rear).
+    """
+    settings = dict(entry.get("settings") or {})
+    sense = settings.pop("sense", "4-wire")
+    terminals = settings.pop("terminals", "front")
+    if settings:
+        raise CyclerConfigurationError(f"Keithley2450 {address}: unknown setting(s) {', '.join(sorted(settings))} "
+                                       "(known: sense, terminals)")
+    if sense not in SENSE:
+        raise CyclerConfigurationError(f"Keithley2450 {address}: sense {sense!r} must be one of {', '.join(SENSE)}")
+    if terminals not in TERMINALS:
+        raise CyclerConfigurationError(f"Keithley2450 {address}: terminals {terminals!r} must be one of "
+                                       f"{', '.join(TERMINALS)}")
+    options: dict[str, Any] = {"timeout_s": timeout_s, "retries": 1} if timeout_s is not None else {}
+    return Keithley2450(address, clock=clock, four_wire=SENSE[sense], terminals=terminals, **options)

@@ -1,10 +1,15 @@
 """A Keithley 2450 SourceMeter on a loopback TCP port (SCPI over a raw socket), with a cell behind it.
 
-Emulates the SCPI subset the driver uses (source current with a voltage limit, :READ? with
-buffer elements, output, limit-trip query, error queue) and the 2450's compliance behaviour:
-when the terminal voltage would exceed the limit the current is reduced to hold it and the
-trip flag is set. Cell state advances lazily from clock.now() whenever a command arrives.
-Faults can be injected: dropped connection, timeout (no reply), malformed reply.
+Models what the 2450 reference manual documents (sources in docs/dialects/keithley2450.md), not
+what exsylab's driver sends: power-on / *RST defaults (source voltage, sense current, NORMAL
+output-off state, 2-wire sense, front terminals), the NORMAL off-state as a 0 V source with a
+current limit of 10 % of the present range that discharges a connected cell, HIMP opening the
+relay, current and voltage sourcing with their limits (the 2450 crosses over into the limit and
+reports it), `:READ?` elements following the configured source and sense functions, an event log
+that records undefined headers (-113), illegal values (-224) and out-of-range values (-222), and
+the command set (`*LANG`): in TSP or SCPI2400 mode only common commands are answered, anything
+else is logged and gets no reply. Faults can be injected: dropped connection, timeout, malformed
+or raw replies. The cell advances lazily from clock.now() whenever a command arrives.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import socket
 import threading
 from typing import Any
@@ -22,20 +28,47 @@ log = logging.getLogger(__name__)
 
 IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,SIM2450,1.7.12b"
 FAULTS = ("drop_connection", "timeout", "malformed", "raw")
+LANGUAGES = ("SCPI", "TSP", "SCPI2400")
+OFF_MODES = ("NORM", "HIMP", "ZERO", "GUAR")
+COMMAND_LOG_SIZE = 2000
+"""Commands kept in `commands_received` (the newest; a long run must not grow memory)."""
+VLIM_RANGE_V = (0.02, 210.0)
+ILIM_RANGE_A = (1e-9, 1.05)
+CURRENT_MAX_A = 1.05
+VOLTAGE_MAX_V = 210.0
+DEFAULT_VLIM_V = 21.0
+DEFAULT_ILIM_A = 105e-6
+HOLD_CHARGE_AS_PER_G = 3.6
+"""Charge per gram of active material the cell model integrates at most in one piece (1 mAh/g)."""
+MIN_CHUNK_S, HOLD_CHUNK_S, MAX_CHUNK_S = 0.05, 2.0, 60.0
+_CURRENT_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+ERR_UNDEFINED_HEADER = '-113,"Undefined header"'
+ERR_ILLEGAL_VALUE = '-224,"Illegal parameter value"'
+ERR_OUT_OF_RANGE = '-222,"Parameter data out of range"'
+ERR_TSP_SYNTAX = '-285,"TSP Syntax error at line 1: unexpected symbol near \'{}\'"'
 
 # (long form, short form) of every mnemonic the simulator understands
 _MNEMONICS = [
     ("SOURCE", "SOUR"), ("FUNCTION", "FUNC"), ("CURRENT", "CURR"), ("VOLTAGE", "VOLT"),
-    ("VLIMIT", "VLIM"), ("TRIPPED", "TRIP"), ("OUTPUT", "OUTP"), ("STATE", "STAT"),
+    ("VLIMIT", "VLIM"), ("ILIMIT", "ILIM"), ("TRIPPED", "TRIP"), ("OUTPUT", "OUTP"), ("STATE", "STAT"),
     ("SENSE", "SENS"), ("READ", "READ"), ("BACK", "BACK"), ("SYSTEM", "SYST"),
     ("ERROR", "ERR"), ("NEXT", "NEXT"), ("TRACE", "TRAC"), ("CLEAR", "CLE"), ("SMODE", "SMOD"),
+    ("RSENSE", "RSEN"), ("ROUTE", "ROUT"), ("TERMINALS", "TERM"), ("COUNT", "COUN"),
 ]
-_OPTIONAL = {"LEV", "LEVEL", "MODE", "IMM", "IMMEDIATE", "AMPL", "AMPLITUDE"}
+_OPTIONAL = {"LEV", "LEVEL", "MODE", "IMM", "IMMEDIATE", "AMPL", "AMPLITUDE", "DC"}
 _ELEMENTS = {"READ": "READ", "READING": "READ", "SOUR": "SOUR", "SOURCE": "SOUR",
              "REL": "REL", "RELATIVE": "REL", "SEC": "SEC", "SECONDS": "SEC",
              "FRAC": "FRAC", "FRACTIONAL": "FRAC"}
 _GARBAGE = ["+1.6932E+00,GARBAGE,+1.0E+00", "+1.69E+00,+1.0", "9.91E37,9.91E37,9.91E37",
             "\x00\x7f\x01", "nan,nan,nan", "+1.6932E+00,,+2.0E+00", "+1.6E+00;+1.0E-04;+2.0E+00"]
+_WORDS = {"CURR": "CURR", "CURRENT": "CURR", "VOLT": "VOLT", "VOLTAGE": "VOLT",
+          "NORM": "NORM", "NORMAL": "NORM", "HIMP": "HIMP", "HIMPEDANCE": "HIMP", "ZERO": "ZERO",
+          "GUAR": "GUAR", "GUARD": "GUAR", "FRON": "FRON", "FRONT": "FRON", "REAR": "REAR"}
+
+
+class _OutOfRange(ValueError):
+    """A numeric parameter outside the instrument's range (-222)."""
 
 
 def _canon(token: str) -> str | None:
@@ -64,31 +97,80 @@ def parse_header(header: str) -> tuple[tuple[str, ...], bool] | None:
     return tuple(parts), query
 
 
-class SimulatedKeithley2450:
-    """The 2450 subset over TCP on 127.0.0.1, sourcing current into a `Li2SCell`."""
+def _word(args: str) -> str:
+    word = _WORDS.get(args.strip().strip("\"'").upper().split(":")[0])
+    if word is None:
+        raise ValueError(args)
+    return word
 
-    def __init__(self, clock: Any, cell: Li2SCell | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+
+def _bool(args: str) -> bool:
+    word = args.strip().upper()
+    if word not in ("ON", "OFF", "1", "0"):
+        raise ValueError(args)
+    return word in ("ON", "1")
+
+
+def _number(args: str, low: float, high: float) -> float:
+    value = float(args)
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _OutOfRange(args)
+    return value
+
+
+def _current_range_a(magnitude_a: float) -> float:
+    """The smallest 2450 current range that holds `magnitude_a` (each range goes to 105 %)."""
+    return next((r for r in _CURRENT_RANGES_A if magnitude_a <= 1.05 * r), _CURRENT_RANGES_A[-1])
+
+
+class SimulatedKeithley2450:
+    """The 2450 subset over TCP on 127.0.0.1, sourcing into a `Li2SCell`.
+
+    `language` is the command set selected at power-on (`*LANG`, stored in nonvolatile memory);
+    `command_log_size` bounds `commands_received`.
+    """
+
+    def __init__(self, clock: Any, cell: Li2SCell | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 language: str = "SCPI", command_log_size: int = COMMAND_LOG_SIZE) -> None:
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"simulator binds loopback only, not {host!r}")
+        if language not in LANGUAGES:
+            raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
         self.clock = clock
         self.cell = cell or Li2SCell()
         self.host = "127.0.0.1"
         self.port = port
-        self.commands_received: list[str] = []
-        self.output_on = False
-        self.source_current_a = 0.0
-        self.voltage_limit_v = 21.0
-        self.tripped = False
-        self._effective_current_a = 0.0
-        self._last_t = clock.now()
-        self._buffer_t0 = clock.now()
-        self._errors: collections.deque[str] = collections.deque(maxlen=32)
+        self.language = language
+        self.pending_language = language
+        self.commands_received: collections.deque[str] = collections.deque(maxlen=command_log_size)
+        self.errors: collections.deque[str] = collections.deque(maxlen=100)
         self._faults: dict[str, int | None] = {}
         self._garbage_i = 0
         self._raw_reply = b""
         self._lock = threading.RLock()
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
+        self._last_t = clock.now()
+        self._effective_current_a = 0.0
+        self.tripped = False
+        self._defaults()
+
+    def _defaults(self) -> None:
+        """The power-on / *RST state (reference manual: default values of each command)."""
+        self.output_on = False
+        self.source_function = "VOLT"
+        self.sense_function = "CURR"
+        self.source_current_a = 0.0
+        self.source_voltage_v = 0.0
+        self.voltage_limit_v = DEFAULT_VLIM_V
+        self.current_limit_a = DEFAULT_ILIM_A
+        self.off_mode = {"CURR": "NORM", "VOLT": "NORM"}
+        self.remote_sense = {"CURR": False, "VOLT": False}
+        self.readback = {"CURR": True, "VOLT": True}
+        self.terminals = "FRON"
+        self._buffer_t0 = self.clock.now()
+        self._effective_current_a = 0.0
+        self.tripped = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -112,10 +194,17 @@ class SimulatedKeithley2450:
             except OSError:
                 pass
             server.close()
+        self._close_all()
+
+    def power_cycle(self) -> None:
+        """Switch the instrument off and on: connections drop, power-on defaults, the pending *LANG applies."""
         with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            self._close(conn)
+            self._update()
+            self._close_all()
+            self.language = self.pending_language
+            self.errors.clear()
+            self._defaults()
+            self._update()
 
     def __enter__(self) -> "SimulatedKeithley2450":
         self.start()
@@ -171,6 +260,12 @@ class SimulatedKeithley2450:
                 self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
+    def _close_all(self) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            self._close(conn)
+
     def _close(self, conn: socket.socket) -> None:
         with self._lock:
             self._conns.discard(conn)
@@ -215,120 +310,228 @@ class SimulatedKeithley2450:
 
     # --- instrument --------------------------------------------------------------------------
 
-    def _update(self) -> None:
-        """Advance the cell to clock.now() and re-evaluate the compliance state."""
-        now = self.clock.now()
-        self.cell.advance(now - self._last_t, self._effective_current_a)
-        self._last_t = now
+    def _hold_voltage(self, voltage_v: float, limit_a: float) -> float:
+        """Current a voltage source at `voltage_v` with limit `limit_a` drives into the cell (+ = into it)."""
+        towards = limit_a if voltage_v > self.cell.terminal_voltage_v(0.0) else -limit_a
+        return self.cell.current_at_voltage_a(voltage_v, towards)
+
+    def _output_current(self) -> tuple[float, bool]:
+        """(current into the cell, in-limit flag) of the output as it is configured now."""
         if not self.output_on:
-            self._effective_current_a = 0.0
-            self.tripped = False
-            return
-        current = self.source_current_a
-        voltage = self.cell.terminal_voltage_v(current)
-        if abs(voltage) > self.voltage_limit_v:
-            limit = self.voltage_limit_v if voltage > 0 else -self.voltage_limit_v
-            self._effective_current_a = self.cell.current_at_voltage_a(limit, current)
-            self.tripped = True
-        else:
-            self._effective_current_a = current
-            self.tripped = False
+            mode = self.off_mode[self.source_function]
+            if mode in ("NORM", "ZERO"):  # a 0 V source stays connected: the cell discharges into it
+                range_a = _current_range_a(self.current_limit_a if self.source_function == "VOLT"
+                                           else abs(self.source_current_a))
+                limit_a = 0.1 * range_a if mode == "NORM" else self.current_limit_a
+                return self._hold_voltage(0.0, limit_a), False
+            return 0.0, False  # HIMP: relay open; GUARD: 0 A source
+        if self.source_function == "CURR":
+            current = self.source_current_a
+            voltage = self.cell.terminal_voltage_v(current)
+            if abs(voltage) > self.voltage_limit_v:
+                limit = self.voltage_limit_v if voltage > 0 else -self.voltage_limit_v
+                return self.cell.current_at_voltage_a(limit, current), True
+            return current, False
+        current = self._hold_voltage(self.source_voltage_v, self.current_limit_a)
+        return current, abs(current) >= self.current_limit_a * (1 - 1e-9)
+
+    def _advance(self, dt_s: float) -> None:
+        """Integrate the cell over `dt_s`, re-evaluating the output often enough that no limit is overshot."""
+        while dt_s > 0:
+            current = self._effective_current_a
+            if current == 0.0:
+                chunk = dt_s
+            else:  # at most ~1 mAh/g per chunk, and short chunks while a voltage is being held
+                chunk = HOLD_CHARGE_AS_PER_G * self.cell.active_mass_g / abs(current)
+                chunk = max(MIN_CHUNK_S, min(chunk, HOLD_CHUNK_S if self._holding_voltage() else MAX_CHUNK_S))
+            chunk = min(chunk, dt_s)
+            self.cell.advance(chunk, current)
+            dt_s -= chunk
+            self._effective_current_a, self.tripped = self._output_current()
+
+    def _holding_voltage(self) -> bool:
+        """True while the output holds a voltage (the current follows the cell), not a current."""
+        if not self.output_on:
+            return self.off_mode[self.source_function] in ("NORM", "ZERO")
+        return self.source_function == "VOLT" and not self.tripped or self.source_function == "CURR" and self.tripped
+
+    def _update(self) -> None:
+        """Advance the cell to clock.now() and re-evaluate what the output does to it."""
+        now = self.clock.now()
+        self._advance(now - self._last_t)
+        self._last_t = now
+        self._effective_current_a, self.tripped = self._output_current()
+
+    @property
+    def relay_open(self) -> bool:
+        """True while the output relay disconnects the cell (output off in HIMP)."""
+        return not self.output_on and self.off_mode[self.source_function] == "HIMP"
 
     def handle(self, message: str) -> str | None:
-        """Execute one SCPI message (commands joined by ';'); returns the query replies joined by ';'."""
+        """Execute one message (commands joined by ';'); returns the query replies joined by ';'."""
         with self._lock:
-            if ";" not in message:
-                return self._handle_one(message)
-            replies = [r for r in (self._handle_one(c.strip()) for c in message.split(";") if c.strip()) if r is not None]
+            commands = [c.strip() for c in message.split(";") if c.strip()]
+            for command in commands:
+                self.commands_received.append(command)
+            if self.language != "SCPI" and not all(c.startswith("*") for c in commands):
+                bad = next(c for c in commands if not c.startswith("*"))
+                self.errors.append(ERR_TSP_SYNTAX.format(bad[:20]) if self.language == "TSP" else ERR_UNDEFINED_HEADER)
+                return None  # the whole message is refused: nothing answers, not even *OPC?
+            replies = [r for r in (self._handle_one(c) for c in commands) if r is not None]
             return ";".join(replies) if replies else None
 
     def _handle_one(self, command: str) -> str | None:
-        with self._lock:
-            self.commands_received.append(command)
-            header, _, args = command.partition(" ")
-            parsed = parse_header(header)
-            if parsed is None:
-                self._errors.append('-113,"Undefined header"')
-                return None
-            path, query = parsed
-            self._update()
-            try:
-                return self._dispatch(path, query, args.strip())
-            except ValueError:
-                self._errors.append('-224,"Illegal parameter value"')
-                return None
+        header, _, args = command.partition(" ")
+        parsed = parse_header(header)
+        if parsed is None:
+            self.errors.append(ERR_UNDEFINED_HEADER)
+            return None
+        path, query = parsed
+        self._update()
+        try:
+            reply = self._dispatch(path, query, args.strip())
+        except _OutOfRange:
+            self.errors.append(ERR_OUT_OF_RANGE)
+            return None
+        except ValueError:
+            self.errors.append(ERR_ILLEGAL_VALUE)
+            return None
+        self._update()
+        return reply
 
     def _dispatch(self, path: tuple[str, ...], query: bool, args: str) -> str | None:
-        if path == ("*IDN",) and query:
-            return IDN
-        if path == ("*OPC",) and query:
-            return "1"
-        if path in (("*RST",), ("*CLS",)):
-            if path == ("*RST",):
-                self.output_on, self.source_current_a, self.voltage_limit_v = False, 0.0, 21.0
-                self._update()
-            self._errors.clear()
-            return None
+        common = self._common(path, query, args)
+        if common is not None or path[0].startswith("*"):
+            return common if common != "" else None
         if path == ("SOUR", "FUNC"):
-            return "CURR" if query else self._expect(args.upper() in ("CURR", "CURRENT"))
+            if query:
+                return self.source_function
+            function = _word(args)
+            if function not in ("CURR", "VOLT"):
+                raise ValueError(args)
+            self.source_function = function
+            return None
         if path == ("SENS", "FUNC"):
-            return '"VOLT:DC"' if query else self._expect(args.strip('"\'').upper().startswith("VOLT"))
-        if path == ("SOUR", "CURR", "READ", "BACK"):
-            return "1" if query else None
+            if query:
+                return f'"{self.sense_function}:DC"'
+            function = _word(args)
+            if function not in ("CURR", "VOLT"):
+                raise ValueError(args)
+            self.sense_function = function
+            return None
+        if len(path) == 3 and path[0] == "SENS" and path[2] == "RSEN" and path[1] in ("CURR", "VOLT"):
+            if query:
+                return "1" if self.remote_sense[path[1]] else "0"
+            self.remote_sense[path[1]] = _bool(args)
+            return None
+        if len(path) == 4 and path[0] == "SOUR" and path[2:] == ("READ", "BACK") and path[1] in ("CURR", "VOLT"):
+            if query:
+                return "1" if self.readback[path[1]] else "0"
+            self.readback[path[1]] = _bool(args)
+            return None
         if path == ("SOUR", "CURR"):
             if query:
                 return f"{self.source_current_a:+.6E}"
-            current = float(args)
-            if abs(current) > 1.05:
-                raise ValueError(args)
-            self.source_current_a = current
-            self._update()
+            self.source_current_a = _number(args, -CURRENT_MAX_A, CURRENT_MAX_A)
+            return None
+        if path == ("SOUR", "VOLT"):
+            if query:
+                return f"{self.source_voltage_v:+.6E}"
+            self.source_voltage_v = _number(args, -VOLTAGE_MAX_V, VOLTAGE_MAX_V)
             return None
         if path == ("SOUR", "CURR", "VLIM"):
             if query:
                 return f"{self.voltage_limit_v:+.6E}"
-            limit = float(args)
-            if not 0.02 <= limit <= 210.0:
-                raise ValueError(args)
-            self.voltage_limit_v = limit
-            self._update()
+            self.voltage_limit_v = _number(args, *VLIM_RANGE_V)
             return None
-        if path == ("SOUR", "CURR", "VLIM", "TRIP") and query:
-            return "1" if self.tripped else "0"
+        if path == ("SOUR", "VOLT", "ILIM"):
+            if query:
+                return f"{self.current_limit_a:+.6E}"
+            self.current_limit_a = _number(args, *ILIM_RANGE_A)
+            return None
+        if path in (("SOUR", "CURR", "VLIM", "TRIP"), ("SOUR", "VOLT", "ILIM", "TRIP")) and query:
+            in_limit = self.tripped and self.output_on and self.source_function == path[1]
+            return "1" if in_limit else "0"
         if path in (("OUTP",), ("OUTP", "STAT")):
             if query:
                 return "1" if self.output_on else "0"
-            word = args.upper()
-            if word not in ("ON", "OFF", "1", "0"):
-                raise ValueError(args)
-            self.output_on = word in ("ON", "1")
-            self._update()
+            self.output_on = _bool(args)
             return None
-        if path in (("OUTP", "SMOD"), ("OUTP", "CURR", "SMOD")):
+        if path[0] == "OUTP" and path[-1] == "SMOD" and len(path) in (2, 3):
+            functions = [path[1]] if len(path) == 3 else ["CURR", "VOLT"]
+            if any(f not in ("CURR", "VOLT") for f in functions):
+                raise ValueError(path)
             if query:
-                return "HIMP"
-            return self._expect(args.upper() in ("HIMP", "HIMPEDANCE"))
+                return self.off_mode[functions[0]] if len(functions) == 1 else self.off_mode[self.source_function]
+            mode = _word(args)
+            if mode not in OFF_MODES:
+                raise ValueError(args)
+            for function in functions:
+                self.off_mode[function] = mode
+            return None
+        if path == ("ROUT", "TERM"):
+            if query:
+                return self.terminals
+            terminals = _word(args)
+            if terminals not in ("FRON", "REAR"):
+                raise ValueError(args)
+            if terminals != self.terminals:
+                self.output_on = False  # manual: changing terminals with the output on turns it off
+            self.terminals = terminals
+            return None
         if path == ("READ",) and query:
             return self._read(args)
         if path in (("SYST", "ERR"), ("SYST", "ERR", "NEXT")) and query:
-            return self._errors.popleft() if self._errors else '0,"No error"'
+            return self.errors.popleft() if self.errors else '0,"No error"'
+        if path == ("SYST", "ERR", "COUN") and query:
+            return str(len(self.errors))
+        if path == ("SYST", "CLE") and not query:
+            self.errors.clear()
+            return None
         if path == ("TRAC", "CLE") and not query:
             self._buffer_t0 = self.clock.now()
             return None
-        self._errors.append('-113,"Undefined header"')
+        self.errors.append(ERR_UNDEFINED_HEADER)
         return None
 
-    def _expect(self, ok: bool) -> None:
-        if not ok:
-            raise ValueError("unsupported setting")
+    def _common(self, path: tuple[str, ...], query: bool, args: str) -> str | None:
+        """IEEE 488.2 common commands and *LANG; '' for a command without reply, None when not common."""
+        if path == ("*IDN",) and query:
+            return IDN
+        if path == ("*OPC",) and query:
+            return "1"
+        if path == ("*LANG",):
+            if query:
+                return self.language
+            language = args.strip().upper()
+            if language not in LANGUAGES:
+                raise ValueError(args)
+            self.pending_language = language  # takes effect at the next power-on
+            return ""
+        if path == ("*RST",) and not query:
+            self._defaults()
+            return ""
+        if path == ("*CLS",) and not query:
+            self.errors.clear()
+            return ""
+        if path[0].startswith("*"):
+            self.errors.append(ERR_UNDEFINED_HEADER)
+            return ""
         return None
 
     def _read(self, args: str) -> str:
         elements = read_elements(args)
-        voltage_v, current_a = self.cell.measured(self._effective_current_a)
+        if self.relay_open:
+            voltage_v, current_a = 0.0, 0.0
+        else:
+            voltage_v, current_a = self.cell.measured(self._effective_current_a)
+        measured = {"VOLT": voltage_v, "CURR": current_a}
+        programmed = {"VOLT": self.source_voltage_v, "CURR": self.source_current_a}
+        source = self.source_function
         now = self.clock.now()
-        values = {"READ": voltage_v, "SOUR": current_a, "REL": now - self._buffer_t0,
-                  "SEC": float(int(now)), "FRAC": now - int(now)}
+        values = {"READ": measured[self.sense_function],
+                  "SOUR": measured[source] if self.readback[source] else programmed[source],
+                  "REL": now - self._buffer_t0, "SEC": float(int(now)), "FRAC": now - int(now)}
         return ",".join([f"{values[e]:+.7E}" for e in elements])
 
 

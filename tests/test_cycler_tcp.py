@@ -16,12 +16,17 @@ import pytest
 from acquisition.bdf import (CHARGE_AH, CURRENT, DISCHARGE_AH, STEP_COUNT, TEST_TIME, BdfRecorder,
                              BdfWriter, read_bdf)
 from analysis.cycling import LI2S_EQUILIBRIUM_V, summarize_cycling
+from acquisition.cycler_lane import limits_of, spec_of
 from drivers.clock import VirtualClock
 from drivers.cycler import (CyclerChannel, CyclerCommunicationError, CyclerLimits, CyclerSafetyTrip, CyclerSample,
-                            CyclerStepSpec, fixed_capacity_steps, run_steps)
+                            CyclerStepSpec, StepResult, run_steps)
 from drivers.keithley2450 import Keithley2450
 from hardware_sim.cell import Li2SCell
 from hardware_sim.smu_sim import SimulatedKeithley2450
+from protocols import CyclerStep, compile_plan, parse_protocol, simulated_station
+from protocols.loader import read_yaml_mapping
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cycling-fixed-capacity.yaml"
 
 AREA_CM2 = 0.785
 SMALL_MASS_G = 1e-5  # a tiny cell: the paper's current density, steps of minutes, so 1 s sampling stays fast
@@ -36,6 +41,7 @@ class Bench:
         self.sim = SimulatedKeithley2450(clock, Li2SCell(active_mass_g=mass_g))
         self.resource = self.sim.start()
         self.smu = Keithley2450(self.resource, clock=clock, timeout_s=timeout_s, retries=retries)
+        self.smu.preflight()
 
     def close(self) -> None:
         self.smu.close()
@@ -58,9 +64,19 @@ def capacity_ah(mah_g: float, mass_g: float = SMALL_MASS_G) -> float:
     return mah_g * mass_g * 1e-3
 
 
+def example_plan_steps(*, active_mass: str, cycles: int, sample_interval: str) -> list[CyclerStep]:
+    """The example protocol file, resized, compiled by the protocol compiler (the production expansion)."""
+    data = read_yaml_mapping(EXAMPLE)
+    data["cell"]["active_mass"] = active_mass
+    data["sample_interval"] = sample_interval
+    data["steps"][1]["loop"]["count"] = cycles
+    plan = compile_plan([parse_protocol(data, EXAMPLE)], simulated_station())
+    return [s for s in plan.steps if isinstance(s, CyclerStep)]
+
+
 def test_identify_and_output_read_back(bench: Bench) -> None:
     assert "MODEL 2450" in bench.smu.identify()
-    bench.smu.source_current(1e-4, 2.5)
+    bench.smu.source_current(1e-4, voltage_max_v=2.5, voltage_min_v=0.5)
     bench.smu.output(True)
     assert bench.sim.output_on and bench.sim.source_current_a == pytest.approx(1e-4)
     assert bench.smu.safe_off() is True
@@ -69,8 +85,9 @@ def test_identify_and_output_read_back(bench: Bench) -> None:
 
 def test_example_fixed_capacity_protocol_hits_targets_and_bdf_agrees(bench: Bench, clock: VirtualClock,
                                                                      tmp_path: Path) -> None:
-    steps = fixed_capacity_steps(active_mass_g=SMALL_MASS_G, area_cm2=AREA_CM2, cycles=3, sample_interval_s=1.0)
-    channel = CyclerChannel("cell-1", bench.smu, clock, LIMITS)
+    plan_steps = example_plan_steps(active_mass="0.01 mg", cycles=3, sample_interval="1 s")
+    steps = [spec_of(s) for s in plan_steps]
+    channel = CyclerChannel("cell-1", bench.smu, clock, limits_of(plan_steps[0]))
     path = tmp_path / "cell-1.bdf.csv"
     with BdfWriter(path, {"active_mass_g": SMALL_MASS_G, "area_cm2": AREA_CM2}) as writer:
         recorder = BdfRecorder(writer)
@@ -80,11 +97,12 @@ def test_example_fixed_capacity_protocol_hits_targets_and_bdf_agrees(bench: Benc
     for spec, result in zip(steps, results):
         if spec.mode == "charge":
             assert result.ended_by == "capacity"
+            assert spec.end_capacity_ah is not None
             assert abs(result.capacity_ah / spec.end_capacity_ah - 1) <= 1e-3
         else:
             assert result.ended_by == "voltage"
             assert abs(result.final_voltage_v - 0.8) <= 2e-3
-            assert result.capacity_ah > 0.9 * steps[0].end_capacity_ah
+            assert result.capacity_ah > 0.9 * (steps[0].end_capacity_ah or 0.0)
 
     cols = read_bdf(path)
     # the file's own current-time integral, step by step, equals the capacities it reports
@@ -130,7 +148,7 @@ def test_source_compliance_trip_is_a_safety_stop(bench: Bench, clock: VirtualClo
     channel = CyclerChannel("cell-1", bench.smu, clock, LIMITS)
     spec = CyclerStepSpec("charge", CURRENT_A, end_capacity_ah=capacity_ah(1100.0), sample_interval_s=1.0,
                           voltage_limit_v=1.95)
-    with pytest.raises(CyclerSafetyTrip, match="compliance"):
+    with pytest.raises(CyclerSafetyTrip, match="holding the cell at its voltage limit"):
         channel.run_step(spec)
     assert any(c.startswith(":SOUR:CURR:VLIM:TRIP?") for c in bench.sim.commands_received)
     assert not bench.sim.output_on
@@ -220,7 +238,7 @@ def test_lost_connection_stops_one_channel_while_another_goes_on(clock: VirtualC
         b = benches[name]
         channel = CyclerChannel(name, b.smu, clock, LIMITS)
 
-        dropped = []
+        dropped: list[float] = []
 
         def on_sample(sample: CyclerSample, cap: float, t: float) -> None:
             if name == "A" and t >= 20.0 and not dropped:
@@ -242,7 +260,7 @@ def test_lost_connection_stops_one_channel_while_another_goes_on(clock: VirtualC
         assert isinstance(outcome["A"], CyclerCommunicationError)
         assert benches["A"].resource in str(outcome["A"])
         result_b = outcome["B"]
-        assert getattr(result_b, "ended_by", None) == "capacity"
+        assert isinstance(result_b, StepResult) and result_b.ended_by == "capacity"
         assert result_b.capacity_ah == pytest.approx(spec.end_capacity_ah, rel=1e-3)
         assert not benches["B"].sim.tripped
     finally:
@@ -281,9 +299,10 @@ clock = VirtualClock()
 sim = SimulatedKeithley2450(clock, Li2SCell(active_mass_g=1e-5))
 atexit.register(lambda: print("at exit: output_on=%s current=%s" % (sim.output_on, sim.source_current_a)))
 smu = Keithley2450(sim.start(), clock=clock, timeout_s=0.5)
+smu.preflight()
 channel = CyclerChannel("cell-1", smu, clock, CyclerLimits(0.5, 2.5, 1e-3))
 channel.run_step(CyclerStepSpec("charge", 1e-4, end_time_s=5.0))
-smu.set_current(1e-4)  # sourcing again, then the script ends without switching off
+smu.source_current(1e-4, voltage_max_v=2.5, voltage_min_v=0.5)  # sourcing again, then the script ends without switching off
 print("before exit: output_on=%s" % sim.output_on)
 """
 

@@ -70,6 +70,9 @@ def keithley():
     clock = VirtualClock()
     with SimulatedKeithley2450(clock) as sim:
         driver = Keithley2450(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", timeout_s=0.03, clock=clock)
+        driver.preflight()
+        driver.source_current(0.0, voltage_max_v=2.5, voltage_min_v=0.0)  # 0 A, output on: open-circuit readings
+        driver.output(True)
         try:
             yield sim, driver
         finally:
