@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -65,7 +66,12 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
         journal = Journal(folder.journal)
         journal.set_meta(created_at=time.time(), virtual_time=isinstance(clock, VirtualClock), seed=seed)
         journal.close()
-        _open(station, source, clock, roles, ctx, root, real=False, runtime=runtime)
+        try:
+            _open(station, source, clock, roles, ctx, root, real=False, runtime=runtime)
+        except InputError:  # a simulated instrument refused: nothing ran, so the folder just made goes again
+            runtime.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
     except BaseException:
         runtime.close()
         raise

@@ -209,3 +209,37 @@ def test_a_lake_shore_set_up_wrongly_is_refused_before_anything_moves(tmp_path: 
         _assert_refused(result, station, *words)
         assert not run_dir.exists()
         assert not any(c.startswith(("SETP ", "RANGE ")) for c in sim.commands), sim.commands
+
+
+def test_a_keithley_in_tsp_mode_is_refused_saying_how_to_switch(tmp_path: Path) -> None:
+    """In TSP mode every SCPI command times out: the refusal comes at preflight, in one line, before any current."""
+    from drivers.clock import RealClock
+    from hardware_sim.cell import Li2SCell
+    from hardware_sim.smu_sim import SimulatedKeithley2450
+
+    with SimulatedKeithley2450(RealClock(), Li2SCell(), language="TSP") as sim:
+        station = _station(tmp_path, f"""\
+            kind: station
+            name: bench with a 2450 left in TSP
+            lock_dir: {tmp_path}/locks
+            cyclers:
+              ch1: {{resource: "TCPIP::127.0.0.1::{sim.port}::SOCKET", voltage_min: 0 V, voltage_max: 5 V,
+                    current_max: 10 mA}}
+            """)
+        run_dir = tmp_path / "run"
+        result = _exsylab("run", str(_cycling(tmp_path)), "--station", str(station), "--run-dir", str(run_dir))
+        _assert_refused(result, station, "cyclers.ch1.resource", "TSP", "SCPI")
+        assert not run_dir.exists()
+        assert not sim.output_on
+
+
+def test_an_unknown_keithley_setting_is_refused(tmp_path: Path) -> None:
+    station = _station(tmp_path, """\
+        kind: station
+        name: typo in a driver setting
+        cyclers:
+          ch1: {resource: "sim://ch1", voltage_min: 0 V, voltage_max: 5 V, current_max: 10 mA, snese: 2-wire}
+        """)
+    result = _exsylab("run", str(_cycling(tmp_path)), "--station", str(station), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "snese" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
