@@ -39,7 +39,7 @@ def main() -> None:
     waits = [s for s in plan.steps if s.kind == "wait_stable"]
     pulse_s = sum(s.estimate_s for s in acquisitions)  # the pulse-sequence arithmetic (incl. zg start-up)
     ramps_s = sum(ramp_s(m.from_k, m.temperature_k, station.vt.limits.max_ramp_k_per_min) for m in moves)
-    holds_s = sum(w.hold_s for w in waits)
+    holds_s = sum(w.stability.hold_s for w in waits)
     minimum_s = pulse_s + ramps_s + holds_s
     print(f"paper grid: {len(acquisitions)} 2D EXSY, {virtual_s / 3600:.2f} h of instrument time simulated "
           f"in {wall_s:.2f} s wall (target <= 10 s, Python start-up excluded)")

@@ -22,13 +22,16 @@ from acquisition.notify import Notifier  # noqa: E402
 from acquisition.run_folder import RunFolder  # noqa: E402
 from acquisition.runner import Runner  # noqa: E402
 from drivers.clock import VirtualClock  # noqa: E402
-from protocols.plan import Plan, WaitStable  # noqa: E402
+from protocols.plan import Plan, Stability, WaitStable  # noqa: E402
 from protocols.station import NotificationSpec  # noqa: E402
 
 POINTS = 1000
 
 
 class InstantLane:
+    def kinds(self):
+        return {"wait_stable": self.execute}
+
     def execute(self, step, ctx):
         return {}
 
@@ -41,7 +44,7 @@ class InstantLane:
 
 def exsylab_per_step_ms() -> float:
     steps = [WaitStable(index=i, lane="nmr", protocol="bench", label=f"point {i}", estimate_s=0.0, temperature_k=300.0,
-                        tolerance_k=0.5, hold_s=0.0, timeout_s=1.0) for i in range(POINTS)]
+                        stability=Stability(tolerance_k=0.5, hold_s=0.0, timeout_s=1.0)) for i in range(POINTS)]
     plan = Plan(protocols=["bench"], station="bench", steps=steps)
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal(Path(tmp) / "journal.sqlite")
@@ -52,6 +55,7 @@ def exsylab_per_step_ms() -> float:
         elapsed = time.perf_counter() - t0
         assert result.ok and all(r.status == "done" for r in journal.steps())
         journal.close()
+        runner.notifier.close()
     return elapsed / POINTS * 1e3
 
 

@@ -4,6 +4,10 @@ Without a station the HIL tests (marked `hardware`) run against the simulated be
 as its own process (`exsylab sim`). `pytest --station FILE` (or EXSYLAB_STATION=FILE) points
 them at a real bench instead; those also marked `hazardous` (heating, passing current) then
 need `--allow-hazardous` too, and are skipped with the reason otherwise.
+
+Hypothesis runs derandomized ("ci" profile, the default; HYPOTHESIS_PROFILE=explore for new
+random examples, whose failures are then kept as @example). Instrument locks of every test go
+to a temporary folder (EXSYLAB_LOCK_DIR, inherited by the processes tests start).
 """
 
 from __future__ import annotations
@@ -17,9 +21,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = REPO_ROOT.parent / "shared" / "reference-data"
+
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _private_lock_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instrument locks of a test (and of the processes it starts) live in a folder of its own."""
+    monkeypatch.setenv("EXSYLAB_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,7 +1,9 @@
 """The fault matrix (docs/fault-matrix.md): one test per row, the real runner on the simulated station.
 
 Each test runs the Runner with open_station's simulators over their real wires (pty, loopback
-TCP, automation folder) in virtual time, injects one fault when a chosen step starts, and checks
+TCP, automation folder) in virtual time, injects one fault when a chosen step starts (anything
+that must happen later is timed on the virtual clock or by the run's own events, never by a real
+sleep), and checks
 the outcome the matrix promises: the journal is consistent (nothing left 'running' unless the
 journal itself failed, failed steps carry a reason), the instruments are safe (cycler outputs
 off in the simulator, the VT holding with its ramp off) and a notification reached the
@@ -14,6 +16,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,10 +32,10 @@ from acquisition.notify import Notifier
 from acquisition.report import build_report
 from acquisition.run_folder import RunFolder
 from acquisition.runner import Runner, RunResult
-from acquisition.station_runtime import StationRuntime, open_station
+from acquisition.station_runtime import OpenContext, StationRuntime, make_clock, open_station, roles_of
 from drivers.clock import VirtualClock
 from protocols import load_plan
-from protocols.plan import CyclerStep, Step
+from protocols.plan import Acquire2D, CyclerStep, Step
 from protocols.station import NotificationSpec
 from drivers.bruker_params import dataset_complete
 
@@ -88,8 +91,12 @@ def _notifier_spec(path: Path) -> NotificationSpec:
 
 
 def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[StationRuntime, Runner], None],
-                   *, at: Callable[[Step], bool], keep_open: bool = False) -> Outcome:
-    """Run the protocols on the simulated station; call `inject` once, when the first step matching `at` starts."""
+                   *, at: Callable[[Step], bool], keep_open: bool = False, io_timeout_s: float | None = None) -> Outcome:
+    """Run the protocols on the simulated station; call `inject` once, when the first step matching `at` starts.
+
+    `io_timeout_s`: the instruments' reply timeout (real seconds), given to the factory as selftest's
+    --timeout is, so that an instrument that stays silent fails the test quickly.
+    """
     paths = []
     for i, text in enumerate(protocols):
         path = tmp_path / f"protocol-{i}.yaml"
@@ -102,9 +109,13 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
     folder = RunFolder(tmp_path / "run")
     for sub in (folder.root, folder.cycler):
         sub.mkdir(parents=True, exist_ok=True)
-    clock = VirtualClock(start=1_790_000_000.0)
+    roles = roles_of(station, plan.lanes)
+    clock = make_clock(station, roles, virtual_start_s=1_790_000_000.0)
+    assert isinstance(clock, VirtualClock)  # every instrument is sim://
     cells = {s.channel: {"active_mass_g": 1.5e-3, "area_cm2": 0.785} for s in plan.steps if isinstance(s, CyclerStep)}
-    runtime = open_station(station, clock, folder.root, seed=3, cells=cells)
+    templates = tuple(sorted({(s.template.name, s.template.expno) for s in plan.steps if isinstance(s, Acquire2D)}))
+    ctx = OpenContext(workdir=folder.root, seed=3, cells=cells, templates=templates, io_timeout_s=io_timeout_s)
+    runtime = open_station(station, clock, roles, ctx, holder=f"fault matrix {folder.root}")
     journal = Journal(folder.journal)
     lanes = build_lanes(plan, runtime, folder, cells)
     injected: list[int] = []
@@ -115,7 +126,8 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
             injected.append(step.index)
             inject(runtime, holder["runner"])
 
-    runner = Runner(plan, journal, lanes, clock, Control(folder), Notifier(station.notifications), on_step=on_step)
+    notifier = Notifier(station.notifications)
+    runner = Runner(plan, journal, lanes, clock, Control(folder), notifier, on_step=on_step)
     holder["runner"] = runner
     result, error = None, None
     try:
@@ -129,6 +141,7 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
         if not keep_open:
             runtime.close()
         journal.close()
+        notifier.close()  # notifications are sent from a thread: let it deliver them all
     assert injected, "the fault was never injected: no step matched"
     check = Journal(folder.journal)
     try:
@@ -139,17 +152,10 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
     return Outcome(result, error, folder.journal, notifications, runtime, steps, datasets)
 
 
-def _fast_vt_io(runtime: StationRuntime) -> None:
-    """A short serial timeout (real seconds) so a VT that stays silent fails the test quickly."""
-    runtime.vt._timeout_s = 0.1
-    runtime.vt._serial.timeout = 0.1
-
-
-def _fast_smu_io(runtime: StationRuntime, channel: str) -> None:
-    """A short VISA timeout (real seconds) so a lost cycler link fails the test quickly."""
-    smu = runtime.smus[channel]
-    smu.timeout_s = 0.2
-    smu._inst.timeout = 200
+# The reply timeouts go through the factory (OpenContext.io_timeout_s, as selftest's --timeout), never
+# through private driver attributes.
+VT_IO_TIMEOUT_S = 0.2  # a VT that stays silent is given up on after this (real seconds)
+SMU_IO_TIMEOUT_S = 0.5  # likewise a cycler link
 
 
 def _kind(kind: str) -> Callable[[Step], bool]:
@@ -186,14 +192,31 @@ def events_of(outcome: Outcome) -> list[str]:
     return [n["event"] for n in outcome.notifications]
 
 
+def after_clock_s(clock: VirtualClock, seconds: float, action: Callable[[], None]) -> None:
+    """Do `action` when `seconds` of clock time have passed, as one more participant of the virtual clock.
+
+    Joined before this returns (from the lane thread that injects), so time cannot run past the moment.
+    """
+    joined = clock.participant()
+    joined.__enter__()
+
+    def wait_then_act() -> None:
+        try:
+            clock.sleep(seconds)
+            action()
+        finally:
+            joined.__exit__(None, None, None)
+
+    threading.Thread(target=wait_then_act, name="fault-timer", daemon=True).start()
+
+
 # ---- VT (Lake Shore 336 on a pty) ---------------------------------------------------------
 
 def test_vt_serial_timeout_recovered_by_retry(tmp_path: Path) -> None:
     def silence(rt: StationRuntime, runner: Runner) -> None:
-        _fast_vt_io(rt)
         rt.simulators["vt"].inject("no_reply", count=2)
 
-    out = run_with_fault(tmp_path, [EXSY], silence, at=_kind("wait_stable"))
+    out = run_with_fault(tmp_path, [EXSY], silence, at=_kind("wait_stable"), io_timeout_s=VT_IO_TIMEOUT_S)
     assert out.result.status == "done"
     assert out.runtime.vt.retry_count >= 2
     assert_consistent(out)
@@ -226,10 +249,9 @@ def test_vt_sensor_dropout_once_recovered_by_retry(tmp_path: Path) -> None:
 
 def test_vt_silent_for_good_stops_run_safely(tmp_path: Path) -> None:
     def silence(rt: StationRuntime, runner: Runner) -> None:
-        _fast_vt_io(rt)
         rt.simulators["vt"].inject("no_reply")
 
-    out = run_with_fault(tmp_path, [EXSY, CYCLING], silence, at=_kind("wait_stable"))
+    out = run_with_fault(tmp_path, [EXSY, CYCLING], silence, at=_kind("wait_stable"), io_timeout_s=VT_IO_TIMEOUT_S)
     assert out.result.status == "failed"
     assert out.result.lanes["nmr"].status == "failed" and "Lake Shore" in out.result.lanes["nmr"].message
     assert out.result.lanes["cycler:ch1"].status == "done"  # the cycler lane runs on
@@ -263,18 +285,17 @@ def test_vt_sensor_dropout_for_good_stops_run_safely(tmp_path: Path) -> None:
 # ---- TopSpin (automation folder) ----------------------------------------------------------
 
 def test_topspin_side_dead_pauses_the_lane_which_continues_when_topspin_returns(tmp_path: Path) -> None:
-    import threading
-    import time as real_time
-
     def kill_then_restart(rt: StationRuntime, runner: Runner) -> None:
-        topspin = rt.simulators["topspin"]
+        topspin = rt.simulators["spectrometer"]
         topspin.inject("dead")
+        notify = runner.notifier.notify
 
-        def operator() -> None:  # somebody restarts TopSpin's script after a while
-            real_time.sleep(HEARTBEAT_TIMEOUT_S + 2.0)
-            topspin.clear_faults()
+        def operator(event: dict[str, Any]) -> None:  # the user, told the lane paused, restarts TopSpin's script
+            notify(event)
+            if event.get("event") == "lane paused":
+                topspin.clear_faults()
 
-        threading.Thread(target=operator, daemon=True).start()
+        runner.notifier.notify = operator  # type: ignore[method-assign]
 
     out = run_with_fault(tmp_path, [EXSY], kill_then_restart, at=_kind("acquire_2d"))
     assert out.result.status == "done", out.result.lanes
@@ -286,7 +307,7 @@ def test_topspin_side_dead_pauses_the_lane_which_continues_when_topspin_returns(
         journal.close()
     assert "paused" in statuses and "resumed" in statuses
     assert {"lane paused", "lane resumed"} <= set(events_of(out))
-    done = [(d["temperature_k"], d["mixing_time_s"]) for d in out.datasets if d["status"] == "done"]
+    done = [(d["temperature_k"], d["params"]["mixing_time_s"]) for d in out.datasets if d["status"] == "done"]
     assert len(done) == len(set(done)) == 4
     for d in out.datasets:
         if d["status"] != "done":
@@ -296,7 +317,7 @@ def test_topspin_side_dead_pauses_the_lane_which_continues_when_topspin_returns(
 @pytest.mark.parametrize("fault, words", [("acq_error", "acquisition error"), ("spinning_failure", "spinning"),
                                           ("disk_full", "disk full")])
 def test_topspin_acquisition_fault_marks_dataset_and_stops_run_safely(tmp_path: Path, fault: str, words: str) -> None:
-    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["topspin"].inject(fault),
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["spectrometer"].inject(fault),
                          at=_kind("acquire_2d"))
     assert out.result.status == "failed"
     failed = [s for s in out.steps if s.status == "failed"]
@@ -321,33 +342,32 @@ def test_topspin_acquisition_fault_marks_dataset_and_stops_run_safely(tmp_path: 
 @pytest.mark.parametrize("fault", ["drop_connection", "malformed"])
 def test_cycler_transient_fault_recovered_by_retry(tmp_path: Path, fault: str) -> None:
     def once(rt: StationRuntime, runner: Runner) -> None:
-        _fast_smu_io(rt, "ch1")
         rt.simulators["cycler:ch1"].inject(fault, count=1)
 
-    out = run_with_fault(tmp_path, [CYCLING], once, at=_kind("cycler_step"))
+    out = run_with_fault(tmp_path, [CYCLING], once, at=_kind("cycler_step"), io_timeout_s=SMU_IO_TIMEOUT_S)
     assert out.result.status == "done"
-    assert out.runtime.smus["ch1"].retry_count >= 1
+    assert out.runtime.cyclers["ch1"].retry_count >= 1
     assert_consistent(out)
     assert_cyclers_off(out)
 
 
 def test_cycler_timeout_recovered_by_retry(tmp_path: Path) -> None:
     def late(rt: StationRuntime, runner: Runner) -> None:
-        _fast_smu_io(rt, "ch1")
         rt.simulators["cycler:ch1"].inject("timeout", count=1)
 
-    out = run_with_fault(tmp_path, [CYCLING], late, at=lambda s: s.kind == "cycler_step" and s.index == 1)
+    out = run_with_fault(tmp_path, [CYCLING], late, at=lambda s: s.kind == "cycler_step" and s.index == 1,
+                         io_timeout_s=SMU_IO_TIMEOUT_S)
     assert out.result.status == "done"
-    assert out.runtime.smus["ch1"].retry_count >= 1
+    assert out.runtime.cyclers["ch1"].retry_count >= 1
 
 
 def test_cycler_connection_lost_stops_channel_only(tmp_path: Path) -> None:
     # more drops than the driver retries: the step fails; the link is back in time for safe_off
     def drop(rt: StationRuntime, runner: Runner) -> None:
-        _fast_smu_io(rt, "ch1")
         rt.simulators["cycler:ch1"].inject("drop_connection", count=4)
 
-    out = run_with_fault(tmp_path, [EXSY, CYCLING], drop, at=lambda s: s.kind == "cycler_step" and s.index > 8)
+    out = run_with_fault(tmp_path, [EXSY, CYCLING], drop, at=lambda s: s.kind == "cycler_step" and s.index > 8,
+                         io_timeout_s=SMU_IO_TIMEOUT_S)
     assert out.result.status == "failed"
     assert out.result.lanes["cycler:ch1"].status == "failed" and out.result.lanes["nmr"].status == "done"
     assert_consistent(out)
@@ -411,21 +431,11 @@ EXCURSION_EXSY = EXSY.replace("acquisition: {ns: 2, ds: 0, td1: 4, td2: 256, d1:
 
 def test_vt_excursion_during_an_acquisition_flags_the_dataset_and_reacquires_the_point(tmp_path: Path) -> None:
     """A disturbance in the probe (set point pushed 8 K up for 5 min of clock time) mid-acquisition."""
-    import threading
-    import time as real_time
-
     def disturb(rt: StationRuntime, runner: Runner) -> None:
         model, clock = rt.simulators["vt"].model, rt.clock
         normal_k = model.setpoint_k
         model.setpoint_k = normal_k + 8.0
-        until = clock.now() + 300.0
-
-        def restore() -> None:  # the controller's own recovery, watching clock time
-            while clock.now() < until:
-                real_time.sleep(0.001)
-            model.setpoint_k = normal_k
-
-        threading.Thread(target=restore, daemon=True).start()
+        after_clock_s(clock, 300.0, lambda: setattr(model, "setpoint_k", normal_k))  # the controller's own recovery
 
     outcome = run_with_fault(tmp_path, [EXCURSION_EXSY], disturb, at=_kind("acquire_2d"))
     assert outcome.result is not None and outcome.result.ok
@@ -437,20 +447,20 @@ def test_vt_excursion_during_an_acquisition_flags_the_dataset_and_reacquires_the
     done = next(d for d in first if d["status"] == "done")
     assert done["expno"] != flagged["expno"] and done["expno"] > 1000
     assert (Path(flagged["path"]) / "exsylab-status.txt").read_text().startswith("flagged")
-    points = [(d["temperature_k"], d["mixing_time_s"]) for d in outcome.datasets if d["status"] == "done"]
+    points = [(d["temperature_k"], d["params"]["mixing_time_s"]) for d in outcome.datasets if d["status"] == "done"]
     assert len(points) == len(set(points)) == 4
 
 
 def test_after_a_spinning_failure_resume_acquires_the_failed_and_skipped_points(tmp_path: Path) -> None:
     """Spinning fails: the lane stops safely. The user restores spinning and resumes: every point, once."""
-    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["topspin"].inject("spinning_failure"),
+    out = run_with_fault(tmp_path, [EXSY], lambda rt, r: rt.simulators["spectrometer"].inject("spinning_failure"),
                          at=_kind("acquire_2d"), keep_open=True)
     try:
         assert out.result.status == "failed"
-        out.runtime.simulators["topspin"].clear_faults()
+        out.runtime.simulators["spectrometer"].clear_faults()
         plan, _ = load_plan([tmp_path / "protocol-0.yaml"], None)
         journal = Journal(out.journal_path)
-        nmr = NmrLane(out.runtime.spectrometer, out.runtime.vt, simulated=True)
+        nmr = NmrLane(out.runtime.spectrometer, out.runtime.vt)
         runner = Runner(plan, journal, {"nmr": nmr}, out.runtime.clock, Control(RunFolder(tmp_path / "run")),
                         Notifier(NotificationSpec()))
         assert runner.run().ok
@@ -459,7 +469,7 @@ def test_after_a_spinning_failure_resume_acquires_the_failed_and_skipped_points(
         journal.close()
     finally:
         out.runtime.close()
-    done = [(d["temperature_k"], d["mixing_time_s"]) for d in datasets if d["status"] == "done"]
+    done = [(d["temperature_k"], d["params"]["mixing_time_s"]) for d in datasets if d["status"] == "done"]
     assert sorted(done) == sorted({(s.temperature_k, s.mixing_time_s) for s in plan.steps if s.kind == "acquire_2d"})
     # zg was refused, so the failed attempt left no data: its expno is used again; the journal keeps the story
     assert [e["index"] for e in events if e["status"] == "failed"] == [2]
@@ -470,18 +480,9 @@ def test_after_a_spinning_failure_resume_acquires_the_failed_and_skipped_points(
 def test_stop_during_an_acquisition_halts_it_or_lets_it_finish_as_the_protocol_says(tmp_path: Path, policy: str) -> None:
     from acquisition.control import request
 
-    import threading
-    import time as real_time
-
     def stop_once_acquiring(rt: StationRuntime, runner: Runner) -> None:
-        started = rt.clock.now()
-
-        def watch() -> None:  # `exsylab stop` from another terminal, once the acquisition's clock runs
-            while rt.clock.now() < started + 1.0:
-                real_time.sleep(0.001)
-            request(RunFolder(tmp_path / "run"), "stop")
-
-        threading.Thread(target=watch, daemon=True).start()
+        # `exsylab stop` from another terminal, one second of clock time into the acquisition
+        after_clock_s(rt.clock, 1.0, lambda: request(RunFolder(tmp_path / "run"), "stop"))
 
     protocol = EXCURSION_EXSY.replace("on_vt_excursion: reacquire", f"on_vt_excursion: reacquire\non_stop: {policy}")
     out = run_with_fault(tmp_path, [protocol], stop_once_acquiring, at=_kind("acquire_2d"))

@@ -1,4 +1,8 @@
-"""Fuzzing the loader: random malformed files are always refused cleanly (InputError), never crash."""
+"""Fuzzing the loader: random malformed files are always refused cleanly (InputError), never crash.
+
+Hypothesis runs derandomized (the "ci" profile of tests/conftest.py); inputs it once found failing
+are kept below as @example, so they are tried on every run.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import copy
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protocols import InputError, compile_plan, load_protocol, simulated_station
@@ -54,8 +58,15 @@ def mutated(draw):
     return base
 
 
+# found by hypothesis: a key holding a newline made the message span two lines
+KEY_WITH_NEWLINE = {**BASES[0], "temperature\norder": "ascending"}
+NESTED_KEY_WITH_NEWLINE = {**BASES[0], "acquisition": {**BASES[0]["acquisition"], "n\rs\n": 1}}
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=mutated())
+@example(data=KEY_WITH_NEWLINE)
+@example(data=NESTED_KEY_WITH_NEWLINE)
 def test_mutated_protocols_are_accepted_or_refused_cleanly(tmp_path_factory, data) -> None:
     path = tmp_path_factory.mktemp("fuzz") / "p.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -64,15 +75,30 @@ def test_mutated_protocols_are_accepted_or_refused_cleanly(tmp_path_factory, dat
         compile_plan([protocol], simulated_station(), sources=[path])
     except InputError as exc:
         message = exc.message()
-        assert str(path) in message and "\n" not in message.strip()
+        assert str(path) in message and "\n" not in message and "\r" not in message
+
+
+def test_a_yaml_key_holding_a_newline_is_refused_in_one_line(tmp_path) -> None:
+    for data in (KEY_WITH_NEWLINE, NESTED_KEY_WITH_NEWLINE):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump(data))
+        try:
+            load_protocol(path)
+        except InputError as exc:
+            message = exc.message()
+        else:
+            raise AssertionError("an unknown key was accepted")
+        assert "unknown key" in message and "\n" not in message and "\r" not in message, message
 
 
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=200))
+@example(text='kind: vt-exsy\n"a\\nb": 1\n')
 def test_arbitrary_text_never_crashes_the_loader(tmp_path_factory, text: str) -> None:
     path = tmp_path_factory.mktemp("fuzz") / "t.yaml"
     path.write_text(text, encoding="utf-8")
     try:
         load_protocol(path)
     except InputError as exc:
-        assert str(path) in exc.message()
+        message = exc.message()
+        assert str(path) in message and "\n" not in message

@@ -13,6 +13,7 @@ import yaml
 from acquisition.cli import main
 from protocols import InputError, compile_plan, load_protocol, load_station, simulated_station
 from protocols.compiler import order_temperatures
+from protocols.station import is_sim
 from protocols.timing import exsy_acquisition_s
 from protocols.units import parse_quantity
 
@@ -96,7 +97,38 @@ def test_station_files_load_and_paths_are_relative_to_the_file(tmp_path: Path) -
     bench = load_station(EXAMPLES / "station-bench.yaml")
     assert bench.vt.limits.max_ramp_k_per_min == 2.0 and bench.vt.calibration[0].mas_rate_hz == 10_000
     sim = load_station(EXAMPLES / "station-sim.yaml")
-    assert sim.simulated and sim.spectrometer.data_dir == (EXAMPLES / "data").resolve()
+    # a simulated TopSpin's folders live in the run folder: they stay relative
+    assert sim.simulated is None and sim.spectrometer.data_dir == Path("data")
+    assert sim.spectrometer.folders(tmp_path) == (tmp_path / "automation", tmp_path / "data")
+    assert all(is_sim(address) for address in sim.addresses().values())  # simulation is per address
+    assert not any(is_sim(address) for address in bench.addresses().values())
+    # a real spectrometer's relative folders are relative to the station file
+    data = yaml.safe_load((EXAMPLES / "station-bench.yaml").read_text())
+    data["spectrometer"].update(automation_dir="automation", data_dir="nmr-data")
+    (tmp_path / "lab").mkdir()
+    path = tmp_path / "lab" / "station.yaml"
+    path.write_text(yaml.safe_dump(data))
+    real = load_station(path).spectrometer
+    assert Path(real.automation_dir) == (tmp_path / "lab" / "automation").resolve()
+    assert real.data_dir == (tmp_path / "lab" / "nmr-data").resolve()
+
+
+def test_simulated_true_with_a_real_address_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`simulated:` is obsolete: it must never put a real instrument under a simulated TopSpin or virtual time."""
+    data = yaml.safe_load((EXAMPLES / "station-bench.yaml").read_text())
+    data["simulated"] = True
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="real address") as refused:
+        load_station(path)
+    message = refused.value.message()
+    assert str(path) in message and "sim://" in message and "\n" not in message
+    assert main(["plan", str(EXSY), "--station", str(path)]) == 2
+    assert "real address" in capsys.readouterr().err
+    sim = yaml.safe_load((EXAMPLES / "station-sim.yaml").read_text())
+    sim["simulated"] = True  # harmless where every address is sim://
+    path.write_text(yaml.safe_dump(sim))
+    assert load_station(path).simulated is True
 
 
 def _write(tmp_path: Path, base: Path, edit) -> Path:

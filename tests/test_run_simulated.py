@@ -1,8 +1,9 @@
 """Whole runs on the built-in simulated station: real drivers over the pty, TCP and automation folder.
 
 Covers the runner's promises: every point acquired once into a complete dataset, the plan's
-estimate against the simulated duration, resume after SIGKILL at random moments, control from
-another process, notifications.
+estimate against the simulated duration, resume after SIGKILL at moments the test chooses (a
+hook on the journal or the virtual clock, installed by tests/hooked_exsylab.py; never after a
+real-time guess), control from another process, notifications.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import random
 import signal
 import subprocess
@@ -34,6 +36,13 @@ SHORT = DATA / "exsy-short.yaml"
 MEDIUM = DATA / "exsy-medium.yaml"
 CYCLING = DATA / "cycling-short.yaml"
 EXE = [sys.executable, "-m", "acquisition.cli"]
+HOOKED = [sys.executable, str(Path(__file__).resolve().parent / "hooked_exsylab.py")]
+
+
+def _hooked(args: list[str], hook: dict, **kwargs) -> subprocess.Popen:
+    """exsylab with a kill (or Ctrl-C) hook at the point `hook` names (see tests/hooked_exsylab.py)."""
+    env = {**os.environ, "EXSYLAB_TEST_HOOK": json.dumps(hook)}
+    return subprocess.Popen([*HOOKED, *args], env=env, **kwargs)
 
 
 def _grid(protocol: Path) -> set[tuple[float, float]]:
@@ -44,13 +53,14 @@ def _grid(protocol: Path) -> set[tuple[float, float]]:
 def _assert_every_point_once(run_dir: Path, protocol: Path) -> None:
     datasets = json.loads((run_dir / "datasets.json").read_text())
     done = [d for d in datasets if d["status"] == "done"]
-    points = [(d["temperature_k"], d["mixing_time_s"]) for d in done]
+    assert all(d["kind"] == "acquire_2d" for d in done)
+    points = [(d["temperature_k"], d["params"]["mixing_time_s"]) for d in done]
     assert sorted(points) == sorted(_grid(protocol)), "every grid point exactly once"
     for d in done:
         expno_dir = Path(d["path"])
         assert dataset_complete(expno_dir) and not (expno_dir / MARK_FILE).exists()
         dic, data = ng.bruker.read(str(expno_dir))
-        assert dic["acqus"]["D"][8] == pytest.approx(d["mixing_time_s"])
+        assert dic["acqus"]["D"][8] == pytest.approx(d["params"]["mixing_time_s"])
         assert dic["acqus"]["TE"] == pytest.approx(d["temperature_k"])
     used = {Path(d["path"]) for d in done}
     for expno_dir in (Path(done[0]["path"]).parent).iterdir():
@@ -93,32 +103,30 @@ def _hashes(data_dir: Path) -> dict[str, str]:
     return out
 
 
-def _wait_for_runner(run_dir: Path, timeout_s: float = 30.0) -> None:
-    """Until the runner holds the folder's lock (the run has begun)."""
-    deadline = time.monotonic() + timeout_s
-    while not (run_dir / "runner.lock").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def test_sigkill_at_random_moments_then_resume_acquires_every_point_once(tmp_path: Path) -> None:
+def test_sigkill_at_chosen_moments_then_resume_acquires_every_point_once(tmp_path: Path) -> None:
+    plan, _ = load_plan([MEDIUM])
+    total_s = plan.total_estimate_s
     rng = random.Random(20261125)
     for trial in range(4):
         run_dir = tmp_path / f"run{trial}"
-        proc = subprocess.Popen([*EXE, "run", str(MEDIUM), "--run-dir", str(run_dir), "--quiet"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seen: dict[str, str] = {}
-        for kill in range(2):
-            _wait_for_runner(run_dir)
-            time.sleep(rng.uniform(0.0, 2.5))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+        # the kill points: after a chosen number of committed journal transactions (between steps), or at a
+        # chosen virtual time (mid-step, often mid-acquisition); the resume's kill comes before its work can end
+        for kill, share in enumerate((0.6, 0.3)):
+            if rng.random() < 0.3:
+                hook = {"after_transitions": rng.randint(1, 4 if kill else len(plan.steps) // 2)}
+            else:
+                hook = {"at_virtual_s": rng.uniform(0.0, share * total_s)}
+            args = (["run", str(MEDIUM), "--run-dir", str(run_dir)] if kill == 0 else ["resume", str(run_dir)])
+            proc = _hooked([*args, "--quiet"], hook, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == -signal.SIGKILL, (hook, proc.returncode, err.decode()[-2000:])
             if (run_dir / "data").exists():
                 now = _hashes(run_dir / "data")
                 assert all(now.get(k) == v for k, v in seen.items()), "a dataset was overwritten"
                 seen.update(now)
-            proc = subprocess.Popen([*EXE, "resume", str(run_dir), "--quiet"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([*EXE, "resume", str(run_dir), "--quiet"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-2000:]
         final = _hashes(run_dir / "data")
@@ -140,21 +148,35 @@ def _poll(predicate, timeout_s: float = 20.0) -> bool:
     return False
 
 
+def _paused_at_a_safe_point(run_dir: Path) -> bool:
+    """A lane journalled that it paused at a safe point, and no step started anywhere since.
+
+    (In virtual time a paused lane holds the clock, so the other lanes stop where they are too.)
+    """
+    journal = Journal(run_dir / "journal.sqlite")
+    try:
+        events = journal.events(limit=1_000_000)
+    finally:
+        journal.close()
+    pauses = [i for i, e in enumerate(events) if e["index"] is None and e["status"] == "paused"]
+    return bool(pauses) and not any(e["status"] == "running" for e in events[pauses[0]:])
+
+
 def test_pause_resume_and_stop_from_another_process(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     examples = Path(__file__).resolve().parents[1] / "examples"
-    proc = subprocess.Popen([*EXE, "run", str(examples / "vt-exsy-paper.yaml"), str(examples / "cycling-fixed-capacity.yaml"),
-                             "--run-dir", str(run_dir), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for_runner(run_dir)
-    assert _poll(lambda: (run_dir / "journal.sqlite").exists() and run_status(run_dir)["steps"]["done"] > 0)
-    assert subprocess.run([*EXE, "pause", str(run_dir)], capture_output=True).returncode == 0
-    assert _poll(lambda: run_status(run_dir)["state"] == "paused")
-    time.sleep(0.5)  # a lane in the middle of a step pauses when the step ends
+    # `exsylab pause` from another process, run by the test's hook when step 3 starts (the run cannot end first)
+    proc = _hooked(["run", str(examples / "vt-exsy-paper.yaml"), str(examples / "cycling-fixed-capacity.yaml"),
+                    "--run-dir", str(run_dir), "--quiet"], {"step_running": 3, "action": "pause_cli"},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert _poll(lambda: (run_dir / "journal.sqlite").exists() and run_status(run_dir)["state"] == "paused", 60)
+    assert _poll(lambda: _paused_at_a_safe_point(run_dir), 60)  # a lane pauses when its current step ends
     frozen = run_status(run_dir)["steps"]["done"]
-    time.sleep(1.0)
-    assert run_status(run_dir)["steps"]["done"] == frozen, "a paused run made progress"
+    assert _paused_at_a_safe_point(run_dir), "a paused run made progress"
     assert subprocess.run([*EXE, "resume", str(run_dir)], capture_output=True).returncode == 0
     assert _poll(lambda: run_status(run_dir)["steps"]["done"] > frozen)
+    assert subprocess.run([*EXE, "pause", str(run_dir)], capture_output=True).returncode == 0
+    assert _poll(lambda: run_status(run_dir)["state"] == "paused")
     assert subprocess.run([*EXE, "stop", str(run_dir)], capture_output=True).returncode == 0
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and b"stopped" in err
@@ -166,12 +188,11 @@ def test_pause_resume_and_stop_from_another_process(tmp_path: Path) -> None:
 
 def test_ctrl_c_once_pauses_twice_stops_safely(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*EXE, "run", str(MEDIUM), str(CYCLING), "--run-dir", str(run_dir), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for_runner(run_dir)
-    assert _poll(lambda: (run_dir / "journal.sqlite").exists() and run_status(run_dir)["steps"]["done"] > 0)
-    proc.send_signal(signal.SIGINT)
-    assert _poll(lambda: run_status(run_dir)["state"] == "paused")
+    # the first Ctrl-C comes from inside, when step 3 starts (the hooked lane waits until it is handled)
+    proc = _hooked(["run", str(MEDIUM), str(CYCLING), "--run-dir", str(run_dir), "--quiet"],
+                   {"step_running": 3, "action": "sigint"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert _poll(lambda: (run_dir / "journal.sqlite").exists() and run_status(run_dir)["state"] == "paused", 60)
+    assert _poll(lambda: _paused_at_a_safe_point(run_dir), 60)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and b"Traceback" not in err
@@ -232,24 +253,15 @@ def test_a_relative_run_dir_records_absolute_paths_that_analysis_can_open(tmp_pa
 
 def test_a_cycler_step_killed_midway_continues_from_the_capacity_in_the_bdf_file(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*EXE, "run", str(DATA / "cycling-resume.yaml"), "--run-dir", str(run_dir), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bdf = run_dir / "cycler" / "test-cell.csv"
-    # kill once the second charge (300 mAh/g) is well under way
     from acquisition.bdf import STEP_INDEX, read_bdf
 
-    def second_charge_running() -> bool:
-        if not bdf.exists():
-            return False
-        try:
-            cols = read_bdf(bdf)
-        except Exception:  # noqa: BLE001 - the file is being written
-            return False
-        return int((cols[STEP_INDEX] == 2).sum()) > 200  # of about 2600 one-second samples
-
-    assert _poll(second_charge_running, timeout_s=60)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    # killed 300 s of clock time into the second charge (300 mAh/g, about 2600 one-second samples)
+    proc = _hooked(["run", str(DATA / "cycling-resume.yaml"), "--run-dir", str(run_dir), "--quiet"],
+                   {"step_running": 2, "after_virtual_s": 300.0}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert 250 < int((read_bdf(bdf)[STEP_INDEX] == 2).sum()) < 350
     resumed = subprocess.run([*EXE, "resume", str(run_dir), "--quiet"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     events = Journal(run_dir / "journal.sqlite").events(limit=1000)

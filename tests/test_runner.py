@@ -7,9 +7,10 @@ the runner against real drivers and simulators is tested in test_run_simulated.p
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import pytest
 
 from acquisition.control import Control, request
 from acquisition.journal import Journal
@@ -17,7 +18,7 @@ from acquisition.notify import Notifier
 from acquisition.run_folder import RunFolder
 from acquisition.runner import Runner, StepContext, StepFailed, StopRequested
 from drivers.clock import VirtualClock
-from protocols.plan import Plan, WaitStable
+from protocols.plan import Plan, Stability, WaitStable
 from protocols.station import NotificationSpec
 
 
@@ -26,7 +27,8 @@ def _plan(lanes: dict[str, int]) -> Plan:
     for lane, count in lanes.items():
         for _ in range(count):
             steps.append(WaitStable(index=len(steps), lane=lane, protocol="p", label=f"{lane} step {len(steps)}",
-                                    estimate_s=100.0, temperature_k=300.0, tolerance_k=0.5, hold_s=100.0, timeout_s=1000.0))
+                                    estimate_s=100.0, temperature_k=300.0,
+                                    stability=Stability(tolerance_k=0.5, hold_s=100.0, timeout_s=1000.0)))
     return Plan(protocols=["p"], station="test", steps=steps)
 
 
@@ -38,6 +40,9 @@ class ClockLane:
         self.reconciled: list[int] = []
         self.safe_calls = 0
         self.fail_at, self.fatal, self.stop_at = fail_at, fatal, stop_at
+
+    def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
+        return {"wait_stable": self.execute}
 
     def execute(self, step, ctx: StepContext) -> dict[str, Any]:
         if step.index in self.stop_at:
@@ -56,11 +61,25 @@ class ClockLane:
         self.safe_calls += 1
 
 
-def _runner(tmp_path: Path, plan: Plan, lanes: dict[str, ClockLane], clock=None) -> tuple[Runner, Journal, Notifier]:
+class PauseTimer:
+    """The runner's real-time timer for a paused lane: no real sleep; calls `on_wait` at each poll."""
+
+    def __init__(self, on_wait: Callable[[int], None]) -> None:
+        self.waits = 0
+        self._on_wait = on_wait
+
+    def wait_real_s(self, seconds: float) -> None:
+        self.waits += 1
+        self._on_wait(self.waits)
+
+
+def _runner(tmp_path: Path, plan: Plan, lanes: dict[str, ClockLane], clock=None,
+            real_timer=None) -> tuple[Runner, Journal, Notifier]:
     folder = RunFolder(tmp_path)
     journal = Journal(tmp_path / "journal.sqlite")
     notifier = Notifier(NotificationSpec())
-    runner = Runner(plan, journal, lanes, clock or VirtualClock(start=0.0), Control(folder), notifier)
+    runner = Runner(plan, journal, lanes, clock or VirtualClock(start=0.0), Control(folder), notifier,
+                    real_timer=real_timer)
     return runner, journal, notifier
 
 
@@ -133,14 +152,16 @@ def test_pause_then_resume_through_the_control_file(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
     request(folder, "pause")
     lane = ClockLane()
-    runner, journal, _ = _runner(tmp_path, _plan({"nmr": 2}), {"nmr": lane})
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    time.sleep(0.5)
-    assert lane.executed == [] and thread.is_alive()
-    assert any(e["status"] == "paused" for e in journal.events())
-    request(folder, "run")
-    thread.join(timeout=10)
+    seen: list[tuple[list[int], bool]] = []
+
+    def on_wait(n: int) -> None:  # the lane is paused at a safe point: look, then resume
+        if n == 3:
+            seen.append((list(lane.executed), any(e["status"] == "paused" for e in journal.events())))
+            request(folder, "run")
+
+    runner, journal, _ = _runner(tmp_path, _plan({"nmr": 2}), {"nmr": lane}, real_timer=PauseTimer(on_wait))
+    assert runner.run().ok
+    assert seen == [([], True)]  # nothing ran while paused, and the pause was journalled
     assert lane.executed == [0, 1]
 
 
@@ -148,14 +169,43 @@ def test_stop_through_the_control_file_while_paused(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
     request(folder, "pause")
     lane = ClockLane()
-    runner, journal, _ = _runner(tmp_path, _plan({"nmr": 2}), {"nmr": lane})
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    time.sleep(0.3)
-    request(folder, "stop")
-    thread.join(timeout=10)
+    timer = PauseTimer(lambda n: request(folder, "stop") if n == 2 else None)
+    runner, journal, _ = _runner(tmp_path, _plan({"nmr": 2}), {"nmr": lane}, real_timer=timer)
+    assert runner.run().status == "stopped"
+    assert timer.waits == 2
     assert lane.executed == [] and lane.safe_calls >= 1
     assert [r.status for r in journal.steps()] == ["pending", "pending"]
+
+
+class _Boom(ClockLane):
+    def execute(self, step, ctx: StepContext) -> dict[str, Any]:
+        if step.index == 1:
+            raise KeyError("a bug")
+        return super().execute(step, ctx)
+
+
+def test_an_unexpected_exception_fails_the_step_makes_safe_notifies_and_skips_the_lane(tmp_path: Path) -> None:
+    lanes = {"nmr": _Boom(), "cycler:ch1": ClockLane()}
+    runner, journal, notifier = _runner(tmp_path, _plan({"nmr": 3, "cycler:ch1": 2}), lanes)
+    result = runner.run()
+    assert result.status == "failed" and result.lanes["cycler:ch1"].status == "done"
+    statuses = {r.index: r.status for r in journal.steps()}
+    assert statuses == {0: "done", 1: "failed", 2: "skipped", 3: "done", 4: "done"}
+    failed = next(r for r in journal.steps() if r.status == "failed")
+    assert failed.outcome["error"].startswith("internal error: KeyError") and failed.outcome["error_type"] == "KeyError"
+    assert lanes["nmr"].safe_calls >= 1
+    assert any(e["event"] == "step failed" and "internal error" in e["error"] for e in notifier.sent)
+
+
+def test_a_step_kind_the_lane_does_not_run_is_refused_before_starting(tmp_path: Path) -> None:
+    class CyclerOnly(ClockLane):
+        def kinds(self):
+            return {"cycler_step": self.execute}
+
+    lane = CyclerOnly()
+    with pytest.raises(ValueError, match=r"lane nmr cannot run step kinds \['wait_stable'\]"):
+        _runner(tmp_path, _plan({"nmr": 2}), {"nmr": lane})
+    assert lane.executed == []
 
 
 def test_ctrl_c_once_pauses_twice_stops(tmp_path: Path) -> None:
