@@ -34,6 +34,7 @@ JOBS_DIR = "jobs"
 RESULTS_DIR = "results"
 HEARTBEAT_FILE = "heartbeat.json"
 MAX_EXPNO = 99999
+_RESTART_GRACE_REAL_S = 2.0  # how long a heartbeat marked stopped is watched for a restarted script
 MIN_PYTHON = (2, 7)  # TopSpin >= 3.5 ships Jython 2.7; older TopSpin ships Jython 2.5 (see docs/dialects/topspin.md)
 # exsylab names (D8, TD1) or TopSpin's own spelling ("D 8", "1 TD", "PLdB 1", "1 FnMODE")
 _PARAM_NAME = re.compile(r"^(?:[1-3] )?[A-Za-z][A-Za-z0-9_]*(?: [0-9]{1,3})?$")
@@ -160,6 +161,7 @@ class TopSpinDriver:
         self.heartbeat_path = self.automation_dir / HEARTBEAT_FILE
         self._created: set[tuple[str, int]] = set()
         self._abandoned: set[str] = set()   # jobs given up on after TopSpin took them
+        self._looked = False                 # the heartbeat file was read at least once
         self._seen_beat: str | None = None   # the heartbeat file's content when it last changed
         self._seen_change_real_s: float | None = None
         try:
@@ -180,12 +182,15 @@ class TopSpinDriver:
             return None
 
     def _observe_heartbeat(self) -> Heartbeat | None:
-        """Read the heartbeat and note, on the host's real time, when its content last changed."""
+        """Read the heartbeat and note, on the host's real time, when its content last changed (the first look
+        only records it: a file left by a dead side must not count as a beat)."""
         try:
-            text = self.heartbeat_path.read_text()
+            text: str | None = self.heartbeat_path.read_text()
         except OSError:
             text = None
-        if text is not None and text != self._seen_beat:
+        if not self._looked:
+            self._looked, self._seen_beat = True, text
+        elif text != self._seen_beat:
             self._seen_beat, self._seen_change_real_s = text, self.real_time.now_s()
         return self.read_heartbeat() if text is not None else None
 
@@ -203,23 +208,22 @@ class TopSpinDriver:
         return beat.seq if beat is not None and not beat.stopped and not beat.refused else None
 
     def is_alive(self) -> bool:
-        """True when the TopSpin side's heartbeat is changing (seen to change within heartbeat_timeout_s of host
-        real time); waits up to heartbeat_timeout_s for a first change when none was seen yet."""
+        """True when the TopSpin side's heartbeat is changing: seen to change within heartbeat_timeout_s of host
+        real time, or changing now (waits up to heartbeat_timeout_s for a change). Never compares clocks."""
         if self._beating():
             return True
-        first = self._observe_heartbeat()
-        if first is None or first.stopped or first.refused:
-            return False
-        deadline = self.real_time.now_s() + self.heartbeat_timeout_s
         seen = self._seen_beat
-        while self.real_time.now_s() < deadline:
-            self.real_time.sleep_s(self.poll_interval_real_s)
+        start = self.real_time.now_s()
+        while True:
             beat = self._observe_heartbeat()
-            if beat is None or beat.stopped or beat.refused:
-                return False
-            if self._seen_beat != seen:
+            if beat is not None and self._seen_beat != seen and not beat.stopped and not beat.refused:
                 return True
-        return False
+            # a stopped or refused side gets a short while to be restarted; a silent one the whole timeout
+            ended = beat is not None and (beat.stopped or beat.refused)
+            limit_s = min(self.heartbeat_timeout_s, _RESTART_GRACE_REAL_S) if ended else self.heartbeat_timeout_s
+            if self.real_time.now_s() - start >= limit_s:
+                return False
+            self.real_time.sleep_s(self.poll_interval_real_s)
 
     def ping(self) -> float:
         """One job round trip through TopSpin (for selftests); returns the TopSpin side's clock time."""

@@ -379,7 +379,8 @@ def audit_text(path_label: str, started: datetime, completed: datetime, ser: byt
 
 def write_dataset_files(expno_dir: Path, acqus: Mapping[str, object], acqu2s: Mapping[str, object] | None,
                         fids: np.ndarray, when: datetime, pulseprogram: str | None = None,
-                        title: str | None = None, owner: str = "exsylab", host: str = "hardware_sim") -> bytes:
+                        title: str | None = None, owner: str = "exsylab", host: str = "hardware_sim",
+                        acqu: Mapping[str, object] | None = None) -> bytes:
     """Write acqus/acqu (+ acqu2s/acqu2 for 2D), pulseprogram, pdata/1/title (`title`, or kept as set by
     setti; empty when there is none) and ser (fid for 1D) from int32 or float64 points; returns the raw bytes.
 
@@ -388,7 +389,7 @@ def write_dataset_files(expno_dir: Path, acqus: Mapping[str, object], acqu2s: Ma
     """
     expno_dir = Path(expno_dir)
     (expno_dir / "pdata" / "1").mkdir(parents=True, exist_ok=True)
-    files = [("acqus", acqus), ("acqu", acqus)]
+    files = [("acqus", acqus), ("acqu", acqus if acqu is None else acqu)]  # acqu: the current parameters
     if acqu2s is not None:
         files += [("acqu2s", acqu2s), ("acqu2", acqu2s)]
     for name, values in files:
@@ -419,11 +420,13 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
     started = datetime.fromtimestamp(completed.timestamp() - elapsed_s, timezone.utc)
     expno_dir = Path(expno_dir)
     pulprog = _str(params, "PULPROG")
-    raw = write_dataset_files(expno_dir, acqus_params(params, temperature_k), acqu2s_params(params),
+    status = acqus_params(params, temperature_k)
+    current = {**status, "TE": _num(params, "TE")} if "TE" in params else status  # acqu keeps the requested TE
+    raw = write_dataset_files(expno_dir, status, acqu2s_params(params),
                               fids[:rows], completed,
                               PULSEPROGRAM.format(version=TOPSPIN_VERSIONS.get(_int(params, "DTYPA"), TOPSPIN_VERSION),
                                                   pulprog=pulprog),
-                              None, _str(params, "USER"), _str(params, "HOST"))
+                              None, _str(params, "USER"), _str(params, "HOST"), acqu=current)
     audit = audit_text(str(expno_dir / "audita.txt"), started, completed, raw,
                        _str(params, "USER"), _str(params, "HOST"))
     _write_atomic(expno_dir / "audita.txt", audit.encode("utf-8"))

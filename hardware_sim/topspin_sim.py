@@ -56,6 +56,7 @@ class _Acquisition:
     state: str = "running"            # running | done | failed
     message: str = ""
     halt_requested: bool = False
+    command_thread: threading.Thread | None = None   # the command thread whose zg runs this acquisition
     done_event: threading.Event = field(default_factory=threading.Event)
 
 
@@ -274,6 +275,16 @@ class SimulatedTopSpin:
             self._advance()
             self._load(path)
             self._context.current = path
+        self._settle_finished_command()
+
+    def _settle_finished_command(self) -> None:
+        """Once an acquisition has ended, let its command thread return from zg (and record the result) before
+        another command thread's call goes on: TopSpin's zg command ends with its acquisition."""
+        acq = self._acquisition
+        thread = acq.command_thread if acq is not None else None
+        if acq is not None and acq.done_event.is_set() and thread is not None \
+                and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
 
     def getpar(self, name: str, *, status: bool) -> str:
         """GETPAR (current, acqu) or GETPARSTAT (status, acqus) on the current dataset; unknown names are errors."""
@@ -392,7 +403,8 @@ class SimulatedTopSpin:
             self._acquisition_count += 1
             acq = _Acquisition(path=path, params=params, start_s=self.clock.now(),
                                duration_s=nmr_dataset.acquisition_duration_s(params),
-                               seed=self.seed + self._acquisition_count)
+                               seed=self.seed + self._acquisition_count,
+                               command_thread=threading.current_thread() if wait else None)
             self._acquisition = acq
             (path / "ser").touch()  # TopSpin creates ser when the acquisition starts
             log.info("simulated TopSpin: zg in %s for %.1f s", path, acq.duration_s)

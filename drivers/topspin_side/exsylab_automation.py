@@ -503,7 +503,7 @@ class Automation(object):
 
     def op_status(self, args):
         """Report idle/running/done/failed for name/expno from zg's own result (XCMD getResult())."""
-        dataset = self.dataset(args)
+        dataset = self.open_dataset(args)
         path = self.expno_path(dataset)
         result_path, taken_path = self.acq_paths(dataset)
         state = {"path": path, "kind": None, "scans_done": None}
