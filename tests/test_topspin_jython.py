@@ -45,7 +45,10 @@ def test_script_under_jython_drives_the_simulated_topspin(tmp_path: Path):
         status = driver.wait_acquisition("exsy", 1, expected_s, poll_s=expected_s / 4)
         assert status.state == "done" and status.path == str(path)
         dic, data = ng.bruker.read(str(path))
-        assert dic["acqus"]["D"][8] == 0.2 and dic["acqus"]["TE"] == 323.0
+        assert dic["acqus"]["D"][8] == 0.2 and dic["acqus"]["DTYPA"] == 2
+        assert dic["acqus"]["TE"] == pytest.approx(sim.sample_temperature_k(), abs=0.01)  # measured, not 323
+        assert float(driver.get_status_param("exsy", 1, "TE")) == pytest.approx(dic["acqus"]["TE"])
+        assert driver.get_param("exsy", 1, "TE") == "323.0"   # acqu keeps the requested value
         assert data.shape == (PARAMS["TD1"], PARAMS["TD"] // 2)
         (tmp_path / "automation" / "stop").write_text("")
         assert proc.wait(timeout=30) == 0

@@ -4,7 +4,7 @@
 Runs inside TopSpin's Jython (2.7, shipped with TopSpin >= 3.5) and under CPython 3 (the exsylab
 simulator). It refuses older Jython (TopSpin <= 3.2 ships Jython 2.5) with a line in the heartbeat
 file; to get that far, the file is written in a grammar Python 2.5 parses (no `except ... as`, no
-print function, no `with`, no set or dict comprehensions) and imports json only after the check.
+__future__ imports, no `with`, no set or dict comprehensions) and imports json only after the check.
 
 Install it into <topspin>/exp/stan/nmr/py/user/ and start it from TopSpin (see INSTALL.md). The host
 writes <automation>/jobs/<id>.json atomically; this script executes each job with TopSpin's scripting
