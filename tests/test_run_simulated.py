@@ -51,7 +51,7 @@ def _assert_every_point_once(run_dir: Path, protocol: Path) -> None:
         assert dataset_complete(expno_dir) and not (expno_dir / MARK_FILE).exists()
         dic, data = ng.bruker.read(str(expno_dir))
         assert dic["acqus"]["D"][8] == pytest.approx(d["mixing_time_s"])
-        assert dic["acqus"]["TE"] == pytest.approx(d["temperature_k"])
+        assert dic["acqus"]["TE"] == pytest.approx(d["temperature_k"], abs=1.0)  # status TE: measured by the VT
     used = {Path(d["path"]) for d in done}
     for expno_dir in (Path(done[0]["path"]).parent).iterdir():
         if expno_dir in used or not expno_has_data(expno_dir):

@@ -338,12 +338,12 @@ def test_zg_stays_on_its_dataset_when_the_next_job_opens_another(bench):
     assert not (second / "ser").exists()
 
 
-def test_create_without_template_copies_topspins_current_dataset(bench):
+def test_create_without_template_copies_the_dataset_open_when_the_script_started(bench):
     sim, driver, clock = bench
-    prepare(driver, expno=1, D8=0.75)           # leaves exsy/1 as TopSpin's current dataset
+    prepare(driver, expno=1, D8=0.75)           # jobs opened exsy/1 since; the default stays the start dataset
     driver.create_dataset("exsy", 2)
-    assert driver.get_param("exsy", 2, "D8") == "0.75"
-    assert driver.get_param("exsy", 2, "TD1") == str(PARAMS["TD1"])
+    assert driver.get_param("exsy", 2, "D8") == driver.get_param(*TEMPLATE, "D8") != "0.75"
+    assert not (driver.expno_dir("exsy", 2) / "ser").exists()
 
 
 def test_teget_reports_the_temperature_source(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from drivers.clock import VirtualClock
 from drivers.topspin import JobFailed, TopSpinDriver
+from drivers.topspin_side import exsylab_automation as script
 from hardware_sim.nmr_dataset import acquisition_duration_s
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
@@ -58,3 +60,38 @@ def test_script_under_jython_drives_the_simulated_topspin(tmp_path: Path):
             proc.kill()
             proc.wait()
         sim.stop()
+
+
+KILL_PROBE = """
+import sys
+sys.path.insert(0, %(folder)r)
+import exsylab_automation as s
+from java.lang import RuntimeException, ThreadDeath
+class Api(object):
+    def topspin_version(self): return "4.1.4"
+    def CURDATA(self): return ["t", "1", "1", %(data)r]
+    def now(self): return 0.0
+auto = s.Automation(Api(), %(automation)r, %(data)r, heartbeat_s=10.0)
+def java_error(args): raise RuntimeException("java says no")
+def kill(args): raise ThreadDeath()
+auto.op_java_error = java_error
+auto.op_kill = kill
+result = auto.execute({"id": "1", "op": "java_error"})
+assert result["ok"] is False and "java says no" in result["error"], result
+try:
+    auto.execute({"id": "2", "op": "kill"})
+    sys.stdout.write("SWALLOWED\\n")
+except ThreadDeath:
+    sys.stdout.write("KILL PROPAGATED %%d.%%d\\n" %% sys.version_info[:2])
+"""
+
+
+def test_under_jython_java_errors_become_results_and_a_kill_propagates(tmp_path: Path):
+    jython = shutil.which("jython")
+    assert jython, "jython not on PATH: .ci/run installs Debian's jython package"
+    folder = str(Path(script.__file__).resolve().parent)
+    code = KILL_PROBE % {"folder": folder, "automation": str(tmp_path / "a"), "data": str(tmp_path / "d")}
+    env = {**os.environ, "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
+    done = subprocess.run([jython, "-B", "-c", code], capture_output=True, text=True, timeout=JVM_START_LIMIT_S * 2,
+                          env=env)
+    assert "KILL PROPAGATED 2.7" in done.stdout, done.stdout + done.stderr

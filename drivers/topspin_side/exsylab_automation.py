@@ -279,6 +279,7 @@ class Automation(object):
         self.heartbeat_s = heartbeat_s
         self.python_version = python_version_text(version_info or sys.version_info)
         self.topspin_version = str(api.topspin_version())
+        self.start_dataset = list(api.CURDATA())  # the dataset open when the script started: the default template
         self.jobs_dir = os.path.join(automation_dir, JOBS_DIR)
         self.results_dir = os.path.join(automation_dir, RESULTS_DIR)
         self.acq_dir = os.path.join(automation_dir, ACQ_DIR)
@@ -420,8 +421,8 @@ class Automation(object):
         dataset = [PROBE_DATASET, "1", "1", self.data_dir]
         path = self.expno_path(dataset)
         if not os.path.isfile(os.path.join(path, "acqu")):
-            current = self.api.CURDATA()
-            self.copy_parameters(os.path.join(current[3], current[0], current[1]), path)
+            start = self.start_dataset
+            self.copy_parameters(os.path.join(start[3], start[0], start[1]), path)
         self.api.RE(dataset)
         return dataset
 
@@ -432,8 +433,8 @@ class Automation(object):
                 "python_version": self.python_version}
 
     def op_create(self, args):
-        """Create name/expno with the parameters of the template (or of the current dataset); never its fid/ser
-        (TopSpin's wrpa would copy the raw data too)."""
+        """Create name/expno with the parameters of the template (or of the dataset open when the script was
+        started); never its fid/ser (TopSpin's wrpa would copy the raw data too)."""
         dataset = self.dataset(args)
         path = self.expno_path(dataset)
         if has_data(path):
@@ -442,8 +443,8 @@ class Automation(object):
         if template:
             source = self.expno_path(self.dataset({"name": template[0], "expno": template[1]}))
         else:
-            current = self.api.CURDATA()
-            source = os.path.join(current[3], current[0], current[1])
+            start = self.start_dataset
+            source = os.path.join(start[3], start[0], start[1])
         if os.path.abspath(source) == os.path.abspath(path):
             raise RuntimeError("cannot create %s from itself" % path)
         self.copy_parameters(source, path)
