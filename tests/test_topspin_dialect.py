@@ -303,3 +303,14 @@ def test_folder_polling_goes_through_the_injected_real_time_at_about_50_ms(bench
 def _class_span(tree: ast.Module, name: str) -> tuple[int, int]:
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
     return node.lineno, node.end_lineno + 1  # type: ignore[operator]
+
+
+def test_a_zg_left_by_an_earlier_script_run_without_a_result_is_failed_not_running(tmp_path):
+    first = script.Automation(_StubApi(), str(tmp_path / "a"), str(tmp_path / "d"), heartbeat_s=10.0)
+    dataset = ["exsy", "1", "1", str(tmp_path / "d")]
+    _, taken = first.acq_paths(dataset)
+    Path(taken).write_text(first.session)
+    assert first.op_status({"name": "exsy", "expno": 1})["state"] == "running"
+    again = script.Automation(_StubApi(), str(tmp_path / "a"), str(tmp_path / "d"), heartbeat_s=10.0)
+    state = again.op_status({"name": "exsy", "expno": 1})
+    assert state["state"] == "failed" and "earlier run" in state["message"]

@@ -64,6 +64,7 @@ import os, sys
 _dataset = %(dataset)r
 _result_path = %(result_path)r
 _taken_path = %(taken_path)r
+_session = %(session)r
 def _write(path, text):
     handle = open(path + ".tmp", "w")
     try:
@@ -75,7 +76,7 @@ def _write(path, text):
     os.rename(path + ".tmp", path)
 try:
     RE(_dataset, "n")
-    _write(_taken_path, "taken")
+    _write(_taken_path, _session)
     _result = XCMD("zg", WAIT_TILL_DONE)
     _code = getattr(_result, "getResult", None)
     _code = _code() if _code is not None else _result
@@ -279,6 +280,7 @@ class Automation(object):
         self.heartbeat_s = heartbeat_s
         self.python_version = python_version_text(version_info or sys.version_info)
         self.topspin_version = str(api.topspin_version())
+        self.session = "%.6f-%d" % (time.time(), id(self))  # marks the zgs this run of the script started
         self.start_dataset = list(api.CURDATA())  # the dataset open when the script started: the default template
         self.jobs_dir = os.path.join(automation_dir, JOBS_DIR)
         self.results_dir = os.path.join(automation_dir, RESULTS_DIR)
@@ -483,7 +485,7 @@ class Automation(object):
         dataset = self.open_dataset(args)
         path = self.expno_path(dataset)
         result_path, taken_path = self.acq_paths(dataset)
-        if os.path.exists(taken_path) and not os.path.exists(result_path):
+        if read_text(taken_path) == self.session and not os.path.exists(result_path):
             raise RuntimeError("acquisition already running in %s" % path)
         if has_data(path):
             raise RuntimeError("expno %s already holds data; refusing to overwrite" % path)
@@ -494,7 +496,8 @@ class Automation(object):
         if KILL_ERRORS:
             kill_check = "isinstance(sys.exc_info()[1], __import__('java.lang').lang.ThreadDeath)"
         self.api.EXEC_PYSCRIPT(ZG_SCRIPT % {"dataset": dataset, "result_path": result_path,
-                                            "taken_path": taken_path, "kill_check": kill_check})
+                                            "taken_path": taken_path, "session": self.session,
+                                            "kill_check": kill_check})
         deadline = time.time() + ZG_START_TIMEOUT_S
         while not os.path.exists(taken_path) and not os.path.exists(result_path):
             if time.time() > deadline:
@@ -522,8 +525,12 @@ class Automation(object):
                 state.update(state="failed", message=message, kind=failure_kind(message))
             else:
                 state.update(state="done", message="zg finished (XCMD result %s)" % code)
-        elif os.path.exists(taken_path):
+        elif read_text(taken_path) == self.session:
             state.update(state="running", message="zg running in %s" % path)
+        elif os.path.exists(taken_path):
+            state.update(state="failed", kind="acq_error",
+                         message="zg in %s was started by an earlier run of exsylab_automation and left no result "
+                                 "(TopSpin or the script restarted during the acquisition)" % path)
         else:
             state.update(state="idle", message="no acquisition started in %s by exsylab" % path)
         return state
