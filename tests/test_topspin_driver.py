@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import nmrglue as ng
 import numpy as np
@@ -18,7 +19,7 @@ from hardware_sim.topspin_params import DEFAULT_EXSY_PARAMS
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
 TEMPLATE = (TEMPLATE_NAME, 1)
-PARAMS = {"NS": 2, "DS": 0, "TD": 512, "TD1": 8, "D1": 0.5, "D8": 0.05, "TE": 313.0, "IN0": 0.0004,
+PARAMS: dict[str, Any] = {"NS": 2, "DS": 0, "TD": 512, "TD1": 8, "D1": 0.5, "D8": 0.05, "TE": 313.0, "IN0": 0.0004,
           "TITLE": "driver test"}
 DURATION_S = acquisition_duration_s(PARAMS)
 COMPLETE_SER_BYTES = PARAMS["TD1"] * padded_points(PARAMS["TD"], 8) * 8   # float64 (DTYPA 2) by default

@@ -33,7 +33,7 @@ def test_script_under_jython_drives_the_simulated_topspin(tmp_path: Path):
         driver = TopSpinDriver(tmp_path / "automation", tmp_path / "data", clock, job_timeout_s=30.0)
         started = time.monotonic()
         while not driver.is_alive():
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert proc.poll() is None, (proc.stdout.read() if proc.stdout else b"").decode(errors="replace")
             assert time.monotonic() - started < JVM_START_LIMIT_S, "Jython script did not start serving"
             time.sleep(0.05)
         path = driver.create_dataset("exsy", 1, (TEMPLATE_NAME, 1))

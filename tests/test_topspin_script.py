@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -221,7 +222,7 @@ def test_kernel_serves_the_api_over_loopback_and_reports_errors(tmp_path: Path):
     sim = SimulatedTopSpin(tmp_path / "automation", tmp_path / "data", clock)
     port = sim.serve_kernel()
     try:
-        client = topspin_api_client.KernelClient("127.0.0.1", port)
+        client: Any = topspin_api_client.KernelClient("127.0.0.1", port)   # methods made from METHODS
         client.RE([TEMPLATE_NAME, "1", "1", str(tmp_path / "data")])
         assert client.GETPAR("1 TD") == str(DEFAULT_EXSY_PARAMS["TD1"])
         assert client.now() == clock.now()
