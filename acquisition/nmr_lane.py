@@ -223,8 +223,9 @@ class NmrLane:
         return {
             "PULPROG": a.pulprog, "NS": a.ns, "DS": a.ds, "TD": a.td2, "TD1": a.td1,
             "D1": a.d1_s, "D8": step.mixing_time_s, "IN0": a.in0_s, "SW": a.sw_ppm, "SFO1": a.sfo1_mhz,
-            "FnMODE": a.fn_mode, "MASR": a.mas_rate_hz,
-            # TE holds the sample temperature (what analysis needs); the VT set point goes in the title
+            "1 FnMODE": a.fn_mode, "MASR": a.mas_rate_hz,  # F1's quadrature mode (acqu2); F2's stays 0
+            # TE (acqu) is the requested sample temperature; acqus TE records what the VT measured.
+            # TITLE becomes pdata/1/title (the driver's set_title); the VT set point goes in it
             "TE": step.temperature_k,
             "TITLE": step.title + (f"\nVT set point {setpoint_k:.2f} K (sensor), sample {step.temperature_k:.2f} K"
                                    if setpoint_k is not None else ""),

@@ -232,10 +232,7 @@ def open_role(runtime: StationRuntime, role: Role, ctx: OpenContext) -> None:
         raise PreflightRefused(role.field, role.address, f"cannot open: {type(exc).__name__}: {exc}") from None
     _attach(runtime, role, driver)
     try:
-        if not hasattr(driver, "preflight"):  # TEMPORARY until the dialect branches land
-            summary = driver.identify() if hasattr(driver, "identify") else "ok"
-        else:
-            summary = driver.preflight(ctx.templates) if role.kind == "spectrometer" else driver.preflight()
+        summary = driver.preflight(ctx.templates) if role.kind == "spectrometer" else driver.preflight()
     except InstrumentError as exc:
         raise PreflightRefused(role.field, role.address, str(exc)) from None
     runtime.summaries[role.name] = summary

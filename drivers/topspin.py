@@ -2,9 +2,14 @@
 
 The host writes one job file per request into <automation>/jobs/ (write <id>.json.tmp, fsync,
 rename to <id>.json); drivers/topspin_side/exsylab_automation.py, running inside TopSpin,
-executes it and writes <automation>/results/<id>.json. Job results are real-time I/O (waited
-for with short real sleeps); acquisitions take spectrometer time (waited for through the clock).
-A heartbeat file that the TopSpin side refreshes tells the host whether anyone is listening.
+executes it and writes <automation>/results/<id>.json. Job results are real-time I/O, polled
+through an injected `RealTimeIO` at about `poll_interval_real_s` (50 ms: the folder may be a
+network share); acquisitions take spectrometer time and are waited for through the clock.
+
+Liveness: the TopSpin side rewrites heartbeat.json about once a second with a new sequence
+number. The host never compares the spectrometer PC's clock with its own (the two may be
+skewed by hours across a share): the TopSpin side is alive while the sequence number keeps
+changing, judged over the host's own real time.
 """
 
 from __future__ import annotations
@@ -12,17 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
-
-from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from drivers.bruker_params import expno_has_data
-from drivers.errors import InstrumentError
+from drivers.errors import InstrumentConfigurationError, InstrumentError, InstrumentUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,10 @@ JOBS_DIR = "jobs"
 RESULTS_DIR = "results"
 HEARTBEAT_FILE = "heartbeat.json"
 MAX_EXPNO = 99999
-_STALE_GRACE_REAL_S = 0.25   # a heartbeat stale by the clock gets this much real time to refresh
-_LIVENESS_CHECK_REAL_S = 0.02  # how often a job wait re-reads the heartbeat
-_PARAM_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_RESTART_GRACE_REAL_S = 2.0  # how long a heartbeat marked stopped is watched for a restarted script
+MIN_PYTHON = (2, 7)  # TopSpin >= 3.5 ships Jython 2.7; older TopSpin ships Jython 2.5 (see docs/dialects/topspin.md)
+# exsylab names (D8, TD1) or TopSpin's own spelling ("D 8", "1 TD", "PLdB 1", "1 FnMODE")
+_PARAM_NAME = re.compile(r"^(?:[1-3] )?[A-Za-z][A-Za-z0-9_]*(?: [0-9]{1,3})?$")
 
 
 _END_MARGIN_S = 0.5  # the first "done?" question comes this long after the expected end
@@ -43,8 +48,12 @@ class SpectrometerError(InstrumentError):
     """Any failure of the spectrometer or of the TopSpin automation channel."""
 
 
-class TopSpinNotRunning(SpectrometerError):
-    """The TopSpin-side script is not serving the automation folder (stale or missing heartbeat)."""
+class TopSpinNotRunning(SpectrometerError, InstrumentUnreachable):
+    """The TopSpin-side script is not serving the automation folder (heartbeat missing, stopped or not changing)."""
+
+
+class SpectrometerConfigurationError(SpectrometerError, InstrumentConfigurationError):
+    """TopSpin answers but cannot be used as set up (Jython too old, template dataset missing)."""
 
 
 class JobFailed(SpectrometerError):
@@ -68,7 +77,31 @@ class InvalidDataset(SpectrometerError, ValueError):
 
 
 class InvalidParameter(SpectrometerError, ValueError):
-    """A parameter name that is not a plain TopSpin name (letters, digits, underscore)."""
+    """A parameter name that is neither an exsylab name (D8, TD1) nor TopSpin's spelling ("D 8", "1 TD")."""
+
+
+class RealTimeIO:
+    """The host's real time for I/O waits (job results, heartbeat changes): injectable, so one object owns it."""
+
+    def now_s(self) -> float:
+        """Monotonic real seconds."""
+        return time.monotonic()
+
+    def sleep_s(self, seconds: float) -> None:
+        """Sleep `seconds` of real time."""
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What the TopSpin side's heartbeat file says (its time is the spectrometer PC's and is never compared)."""
+
+    seq: int
+    stopped: bool
+    refused: str | None
+    topspin_version: str
+    python_version: str
 
 
 @dataclass(frozen=True)
@@ -91,8 +124,8 @@ def check_dataset_name(name: str) -> str:
 
 
 def check_param_name(key: str) -> str:
-    """Return `key` if it is a plain parameter name such as D8, TD1, FnMODE."""
-    if not isinstance(key, str) or not key or not set(key) <= _PARAM_NAME_CHARS:
+    """Return `key` if it is a parameter name such as D8, TD1, NS or TopSpin's "D 8", "1 TD", "PLdB 1"."""
+    if not isinstance(key, str) or not _PARAM_NAME.match(key):
         raise InvalidParameter(f"TopSpin: refused parameter name {key!r}")
     return key
 
@@ -105,68 +138,136 @@ def check_expno(expno: int) -> int:
 
 
 class TopSpinDriver:
-    """Drives TopSpin through an automation folder; all acquisition waits go through `clock`."""
+    """Drives TopSpin through an automation folder; acquisition waits go through `clock`, folder I/O through `real_time`."""
 
     def __init__(self, automation_dir: Path, data_dir: Path, clock, *, heartbeat_timeout_s: float = 30.0,
-                 job_timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
+                 job_timeout_s: float = 60.0, poll_s: float = 0.5, poll_interval_real_s: float = 0.05,
+                 real_time: RealTimeIO | None = None) -> None:
+        """heartbeat_timeout_s and job_timeout_s count the host's real time; poll_s is the clock's time between
+        acquisition polls; poll_interval_real_s is the steady folder-poll period (the first checks of a job come
+        sooner, doubling up to it)."""
+        if poll_interval_real_s <= 0 or heartbeat_timeout_s <= 0:
+            raise ValueError("TopSpin: poll_interval_real_s and heartbeat_timeout_s must be > 0")
         self.automation_dir = Path(automation_dir)
         self.data_dir = Path(data_dir)
         self.clock = clock
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.job_timeout_s = job_timeout_s
         self.poll_s = poll_s
+        self.poll_interval_real_s = poll_interval_real_s
+        self.real_time = real_time if real_time is not None else RealTimeIO()
         self.jobs_dir = self.automation_dir / JOBS_DIR
         self.results_dir = self.automation_dir / RESULTS_DIR
         self.heartbeat_path = self.automation_dir / HEARTBEAT_FILE
         self._created: set[tuple[str, int]] = set()
         self._abandoned: set[str] = set()   # jobs given up on after TopSpin took them
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self._looked = False                 # the heartbeat file was read at least once
+        self._seen_beat: str | None = None   # the heartbeat file's content when it last changed
+        self._seen_change_real_s: float | None = None
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TopSpinNotRunning(f"TopSpin: automation folder {self.automation_dir} cannot be opened: {exc}") from exc
 
     # ---- liveness ------------------------------------------------------------------
-    def _read_heartbeat(self) -> tuple[float, int] | None:
+    def read_heartbeat(self) -> Heartbeat | None:
+        """The heartbeat file as the TopSpin side last wrote it (None when missing or unreadable)."""
         try:
             beat = json.loads(self.heartbeat_path.read_text())
-            if beat.get("stopped"):
-                return None  # the script's loop ended (stop file or TopSpin closing it)
-            return float(beat["time"]), int(beat["seq"])
+            return Heartbeat(seq=int(beat["seq"]), stopped=bool(beat.get("stopped")), refused=beat.get("refused"),
+                             topspin_version=str(beat.get("topspin_version", "unknown")),
+                             python_version=str(beat.get("python_version", "unknown")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _observe_heartbeat(self) -> Heartbeat | None:
+        """Read the heartbeat and note, on the host's real time, when its content last changed (the first look
+        only records it: a file left by a dead side must not count as a beat)."""
+        try:
+            text: str | None = self.heartbeat_path.read_text()
+        except OSError:
+            text = None
+        if not self._looked:
+            self._looked, self._seen_beat = True, text
+        elif text != self._seen_beat:
+            self._seen_beat, self._seen_change_real_s = text, self.real_time.now_s()
+        return self.read_heartbeat() if text is not None else None
+
+    def _beating(self) -> bool:
+        """True when the heartbeat changed within heartbeat_timeout_s of host real time and is not stopped."""
+        beat = self._observe_heartbeat()
+        if beat is None or beat.stopped or beat.refused or self._seen_change_real_s is None:
+            return False
+        return self.real_time.now_s() - self._seen_change_real_s <= self.heartbeat_timeout_s
 
     def heartbeat_seq(self) -> int | None:
         """The TopSpin side's heartbeat counter (None when it is missing or the script stopped): a new value
         proves the script is running again, whatever the clocks say."""
-        beat = self._read_heartbeat()
-        return beat[1] if beat else None
-
-    def _fresh(self, beat: tuple[float, int] | None) -> bool:
-        return beat is not None and self.clock.now() - beat[0] <= self.heartbeat_timeout_s
+        beat = self.read_heartbeat()
+        return beat.seq if beat is not None and not beat.stopped and not beat.refused else None
 
     def is_alive(self) -> bool:
-        """True when the TopSpin side refreshed its heartbeat within heartbeat_timeout_s (clock time)."""
-        if self._fresh(self._read_heartbeat()):
+        """True when the TopSpin side's heartbeat is changing: seen to change within heartbeat_timeout_s of host
+        real time, or changing now (waits up to heartbeat_timeout_s for a change). Never compares clocks."""
+        if self._beating():
             return True
-        # After a jump of virtual time the script needs a moment of real time to beat again.
-        deadline = time.monotonic() + _STALE_GRACE_REAL_S
-        while time.monotonic() < deadline:
-            time.sleep(0.0005)
-            if self._fresh(self._read_heartbeat()):
+        seen = self._seen_beat
+        start = self.real_time.now_s()
+        while True:
+            beat = self._observe_heartbeat()
+            if beat is not None and self._seen_beat != seen and not beat.stopped and not beat.refused:
                 return True
-        return False
+            # a stopped or refused side gets a short while to be restarted; a silent one the whole timeout
+            ended = beat is not None and (beat.stopped or beat.refused)
+            limit_s = min(self.heartbeat_timeout_s, _RESTART_GRACE_REAL_S) if ended else self.heartbeat_timeout_s
+            if self.real_time.now_s() - start >= limit_s:
+                return False
+            self.real_time.sleep_s(self.poll_interval_real_s)
 
     def ping(self) -> float:
         """One job round trip through TopSpin (for selftests); returns the TopSpin side's clock time."""
         return float(self._job("ping")["time"])  # type: ignore[index]
 
+    def preflight(self, templates: Sequence[tuple[str, int]] = ()) -> str:
+        """Identify the TopSpin side (alive, TopSpin and Jython versions) and check each template dataset exists;
+        raise TopSpinNotRunning or SpectrometerConfigurationError with one line naming the automation folder."""
+        where = f"TopSpin (automation folder {self.automation_dir})"
+        beat = self.read_heartbeat()
+        if beat is not None and beat.refused:
+            raise SpectrometerConfigurationError(f"{where}: the exsylab script refused to run: {beat.refused}")
+        if not self.is_alive():
+            state = ("missing" if beat is None else "marked stopped" if beat.stopped else "not changing")
+            raise TopSpinNotRunning(f"{where}: heartbeat {state}; start exsylab_automation in TopSpin "
+                                    "(drivers/topspin_side/INSTALL.md)")
+        beat = self.read_heartbeat()
+        assert beat is not None
+        if _version_tuple(beat.python_version) < MIN_PYTHON:
+            raise SpectrometerConfigurationError(
+                f"{where}: Jython {beat.python_version} is too old; exsylab_automation needs Jython "
+                f"{'.'.join(map(str, MIN_PYTHON))} (TopSpin >= 3.5)")
+        self.ping()
+        for name, expno in templates:
+            path = self.expno_dir(name, expno)
+            if not (path / "acqu").is_file():
+                raise SpectrometerConfigurationError(
+                    f"{where}: template dataset {path} has no acqu file; set up the template experiment "
+                    f"{name} {expno} in TopSpin (data folder {self.data_dir})")
+        templates_text = ", ".join(f"{n}/{e}" for n, e in templates) or "no template named"
+        return (f"TopSpin {beat.topspin_version}, Jython {beat.python_version}; heartbeat alive; "
+                f"templates present: {templates_text}")
+
     # ---- job channel ---------------------------------------------------------------
     def _job(self, op: str, **args: object) -> object:
         """Send one job and return its value; raise TopSpinNotRunning or JobFailed."""
-        if self._read_heartbeat() is None and not self.is_alive():
-            raise TopSpinNotRunning(f"TopSpin: job {op!r} not sent: heartbeat {self.heartbeat_path} missing or "
-                                    "marked stopped (is exsylab_automation running?)")
+        if not self._beating() and not self.is_alive():
+            beat = self.read_heartbeat()
+            raise TopSpinNotRunning(f"TopSpin: job {op!r} not sent: heartbeat {self.heartbeat_path} "
+                                    f"{'missing' if beat is None else 'stopped' if beat.stopped else 'not changing'}"
+                                    " (is exsylab_automation running?)")
         self._drop_late_results()
-        job_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        job = {"id": job_id, "op": op, "args": args, "sent_clock_s": self.clock.now()}
+        job_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # a unique name only; never compared as a time
+        job = {"id": job_id, "op": op, "args": args}
         job_path = self.jobs_dir / f"{job_id}.json"
         try:
             self._write_job(job_path, job)
@@ -178,32 +279,45 @@ class TopSpinDriver:
             raise error(f"TopSpin: job {op!r} {args} failed: {result.get('error')}")
         return result.get("value")
 
-    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(3), wait=wait_fixed(0.05),
-           before_sleep=before_sleep_log(log, logging.WARNING), reraise=True)
     def _write_job(self, job_path: Path, job: dict) -> None:
         """Write <id>.json.tmp, fsync, rename to <id>.json; retried on transient OSError (network shares)."""
-        tmp = job_path.with_suffix(".json.tmp")
-        with open(tmp, "w") as handle:
-            json.dump(job, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, job_path)
+        def write() -> None:
+            tmp = job_path.with_suffix(".json.tmp")
+            with open(tmp, "w") as handle:
+                json.dump(job, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, job_path)
 
-    @staticmethod
-    @retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(3), wait=wait_fixed(0.05),
-           before_sleep=before_sleep_log(log, logging.WARNING), reraise=True)
-    def _take_result(result_path: Path) -> dict:
+        self._retry_io(write, f"write job {job_path.name}")
+
+    def _retry_io(self, action: Callable[[], object], what: str, attempts: int = 3) -> object:
+        """Run a file operation, retrying a transient OSError (network share) after a poll interval."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return action()
+            except OSError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("TopSpin: %s failed (%s); retrying", what, exc)
+                self.real_time.sleep_s(self.poll_interval_real_s)
+        raise AssertionError("unreachable")
+
+    def _take_result(self, result_path: Path) -> dict:
         """Read and remove a result file; retried on transient OSError, ValueError if not JSON."""
-        result = json.loads(result_path.read_text())
-        result_path.unlink()
-        return result
+        def take() -> dict:
+            result = json.loads(result_path.read_text())
+            result_path.unlink()
+            return result
+
+        return self._retry_io(take, f"read result {result_path.name}")  # type: ignore[return-value]
 
     def _wait_result(self, job_id: str, op: str, job_path: Path) -> dict:
+        """Poll for the job's result (first checks soon, then every poll_interval_real_s); give up when the
+        heartbeat stops changing for heartbeat_timeout_s or after job_timeout_s, both of host real time."""
         result_path = self.results_dir / f"{job_id}.json"
-        start = time.monotonic()
-        first_beat = self._read_heartbeat()
-        last_change = last_check = start
-        nap = 0.0002
+        start = self.real_time.now_s()
+        nap = min(0.001, self.poll_interval_real_s)
         while True:
             if result_path.exists():
                 try:
@@ -211,26 +325,18 @@ class TopSpinDriver:
                 except (OSError, ValueError) as exc:
                     raise SpectrometerError(f"TopSpin: unreadable result for job {op!r} at {result_path}: "
                                             f"{exc}") from exc
-            time.sleep(nap)
-            nap = min(nap * 2, 0.001)
-            now = time.monotonic()
-            if now - last_check < _LIVENESS_CHECK_REAL_S:
-                continue
-            last_check = now
-            beat = self._read_heartbeat()
-            if beat != first_beat:
-                first_beat, last_change = beat, now
-            dead_by_clock = not self._fresh(beat) and now - start > _STALE_GRACE_REAL_S
-            dead_by_silence = now - last_change > min(self.heartbeat_timeout_s, self.job_timeout_s)
-            if dead_by_clock or dead_by_silence or now - start > self.job_timeout_s:
-                # (a heartbeat stale by the clock gets the grace period: the script beats again
-                # right after a jump of virtual time, in the same loop that answers this job)
+            self.real_time.sleep_s(nap)
+            nap = min(nap * 2, self.poll_interval_real_s)
+            now = self.real_time.now_s()
+            beat = self._observe_heartbeat()
+            silent = (beat is None or beat.stopped or self._seen_change_real_s is None
+                      or now - max(self._seen_change_real_s, start) > self.heartbeat_timeout_s)
+            if silent or now - start > self.job_timeout_s:
                 withdrawn = self._withdraw(job_path)
                 if not withdrawn:
                     self._abandoned.add(job_id)
-                reason = ("heartbeat stopped" if dead_by_clock or dead_by_silence
-                          else f"no result within {self.job_timeout_s} s")
-                error = TopSpinNotRunning if (dead_by_clock or dead_by_silence) else JobFailed
+                reason = "heartbeat stopped" if silent else f"no result within {self.job_timeout_s} s"
+                error = TopSpinNotRunning if silent else JobFailed
                 raise error(f"TopSpin: job {op!r} ({job_id}): {reason}; job "
                             f"{'withdrawn' if withdrawn else 'already taken by TopSpin'}")
 
@@ -279,8 +385,8 @@ class TopSpinDriver:
         return path
 
     def create_dataset(self, name: str, expno: int, template: tuple[str, int] | None = None) -> Path:
-        """Create name/expno with the parameters of `template` (name, expno) or of TopSpin's current
-        dataset; raise ExpnoCollision before anything is written if expno holds data."""
+        """Create name/expno with the parameters (never the fid/ser) of `template` (name, expno) or of TopSpin's
+        current dataset; raise ExpnoCollision before anything is written if expno holds data."""
         path = self._refuse_if_data(name, expno, "create_dataset")
         args: dict[str, object] = {"name": name, "expno": expno, "template": None}
         if template is not None:
@@ -295,16 +401,30 @@ class TopSpinDriver:
         return path
 
     def set_params(self, name: str, expno: int, params: Mapping[str, object]) -> None:
-        """PUTPAR each parameter (TopSpin names: D8, TE, NS, DS, TD1, D1, IN0, TITLE, ...)."""
+        """PUTPAR each acquisition parameter (exsylab names D8, TD1, NS or TopSpin's "D 8", "1 TD", "1 FnMODE").
+        A "TITLE" entry is not a TopSpin parameter: it is written as the dataset's title (set_title)."""
         self._refuse_if_data(name, expno, "set_params")
-        for key in params:
+        values = {k: v for k, v in params.items() if k != "TITLE"}
+        for key in values:
             check_param_name(key)
-        self._job("set_params", name=name, expno=expno, params={k: str(v) for k, v in params.items()})
+        self._job("set_params", name=name, expno=expno, params={k: str(v) for k, v in values.items()})
+        if "TITLE" in params:
+            self.set_title(name, expno, str(params["TITLE"]))
+
+    def set_title(self, name: str, expno: int, title: str) -> None:
+        """Write the dataset's title, name/expno/pdata/1/title (what TopSpin's setti edits)."""
+        self._refuse_if_data(name, expno, "set_title")
+        self._job("set_title", name=name, expno=expno, title=str(title))
 
     def get_param(self, name: str, expno: int, key: str) -> str:
-        """GETPAR `key` of name/expno, as TopSpin's text."""
+        """GETPAR `key` of name/expno: the current (acqu) parameter, as TopSpin's text."""
         self.expno_dir(name, expno)
         return str(self._job("get_param", name=name, expno=expno, key=check_param_name(key)))
+
+    def get_status_param(self, name: str, expno: int, key: str) -> str:
+        """GETPARSTAT `key` of name/expno: the status (acqus) parameter, what the acquisition recorded."""
+        self.expno_dir(name, expno)
+        return str(self._job("get_param_status", name=name, expno=expno, key=check_param_name(key)))
 
     def delete_dataset(self, name: str, expno: int) -> None:
         """Delete a scratch dataset this driver created; refuse any other."""
@@ -382,7 +502,7 @@ class TopSpinDriver:
 
     # ---- MAS and VT ----------------------------------------------------------------
     def read_mas_rate_hz(self) -> float:
-        """The MAS rate TopSpin reports now (0 when spinning has failed)."""
+        """The MAS rate measured now (masg, then the status parameter MASR); 0 when spinning has failed."""
         return float(self._job("mas_rate"))  # type: ignore[arg-type]
 
     def teset(self, temperature_k: float) -> None:
@@ -390,15 +510,23 @@ class TopSpinDriver:
         self._job("teset", temperature_k=float(temperature_k))
 
     def teget(self) -> float:
-        """The sample temperature TopSpin's VT reports, in K."""
+        """The temperature TopSpin's VT unit measures now, in K (teget, then the status parameter TE; never
+        the TE that was PUTPAR as a target)."""
         return float(self._job("teget"))  # type: ignore[arg-type]
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """(2, 7, 3) from "2.7.3" or "2.7.3 (default, ...)"; () when unreadable."""
+    match = re.match(r"^(\d+)\.(\d+)", text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else ()
+
+
 def open_from_station(entry: Mapping[str, Any], address: str, clock: Any, *, data_dir: Path,
-                      **_context: Any) -> "TopSpinDriver":
+                      timeout_s: float | None = None, **_context: Any) -> "TopSpinDriver":
     """The registry's way in: TopSpin through the automation folder `address`, which must exist."""
     automation_dir = Path(address)
     if not automation_dir.is_dir():
         raise TopSpinNotRunning(f"TopSpin automation folder {automation_dir} does not exist: install and start "
                                 "exsylab_automation.py in TopSpin (drivers/topspin_side/INSTALL.md)")
-    return TopSpinDriver(automation_dir, data_dir, clock, heartbeat_timeout_s=entry["heartbeat_timeout_s"])
+    options: dict[str, Any] = {"job_timeout_s": max(5.0, 5 * timeout_s)} if timeout_s is not None else {}
+    return TopSpinDriver(automation_dir, data_dir, clock, heartbeat_timeout_s=entry["heartbeat_timeout_s"], **options)

@@ -1,8 +1,10 @@
 """Write TopSpin 2D EXSY datasets (acqus/acqu, acqu2s/acqu2, pulseprogram, audita.txt, ser) as
 the simulated spectrometer acquires them, with the signal computed from nmr_physics.
 
-Layout follows TopSpin 3.x on an Avance console: int32 ser (DTYPA 0), each FID padded to a
-1024-byte block, DIGMOD 1 with a group delay, States-TPPI in F1 (FnMODE 5), DQD in F2.
+Layout follows TopSpin 4 on an Avance NEO console by default: float64 ser (DTYPA 2); DTYPA 0
+gives the int32 ser of older consoles (TopSpin 3.x). Each FID starts on a 1024-byte boundary
+(padded to 256 int32 or 128 float64 points, the rule nmrglue reads by), DIGMOD 1 with a group
+delay, F1's quadrature mode in acqu2s FnMODE (States-TPPI, 5), F2 FnMODE 0 (DQD).
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import nmrglue as ng
 
 from hardware_sim.nmr_physics import ExsySample, paper_sample
 
-TOPSPIN_VERSION = "3.6.2"
+TOPSPIN_VERSIONS = {2: "4.1.4", 0: "3.6.2"}  # the version a simulated dataset claims, by DTYPA
+TOPSPIN_VERSION = TOPSPIN_VERSIONS[2]
 ADC_RATE_HZ = 20.0e6          # DECIM = ADC_RATE_HZ / SW_h, as in the reference datasets
-COUNTS_PER_SCAN_PER_RG = 4096.0  # int32 counts of the full equilibrium FID per scan and unit RG
+COUNTS_PER_SCAN_PER_RG = 4096.0  # ADC counts of the full equilibrium FID per scan and unit RG
 NOISE_PER_SCAN = 0.02         # complex noise sigma per point per scan, relative to full magnetisation
 FID_BLOCK_BYTES = 1024        # TopSpin pads each FID in ser to whole 1 KiB blocks
 INT32_MAX = 2**31 - 1
 
 DEFAULTS: dict[str, object] = {
     "NS": 16, "DS": 4, "TD": 2048, "TD1": 32, "D1": 5.0, "D8": 0.01, "IN0": 1.6e-3,
-    "SW": 100.0, "SFO1": 73.578, "O1": -83.0, "MASR": 10000, "TITLE": "",
+    "SW": 100.0, "SFO1": 73.578, "O1": -83.0, "MASR": 10000, "DTYPA": 2,
     "PULPROG": "noesyph", "FnMODE": 5, "NUC1": "6Li", "GRPDLY": 67.9862518310547,
     "DSPFVS": 20, "BYTORDA": 0, "RG": 64, "P1": 3.9, "USER": "exsylab", "HOST": "hardware_sim",
 }
@@ -149,11 +152,30 @@ def to_int32_interleaved(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def ser_bytes(fids_int32: np.ndarray, big_endian: bool = False) -> bytes:
-    """Raw ser/fid content: each FID (row of TD int32 values) zero-padded to 1024-byte blocks."""
-    fids = np.atleast_2d(fids_int32)
-    padded = np.zeros((fids.shape[0], padded_points(fids.shape[1])), dtype=">i4" if big_endian else "<i4")
-    padded[:, : fids.shape[1]] = fids
+def to_float64_interleaved(data: np.ndarray) -> np.ndarray:
+    """Complex data as float64 real/imag pairs (DTYPA 2: no rounding, no int32 range limit)."""
+    out = np.empty(data.shape[:-1] + (2 * data.shape[-1],), dtype=np.float64)
+    out[..., 0::2] = data.real
+    out[..., 1::2] = data.imag
+    return out
+
+
+def to_raw_points(data: np.ndarray, dtypa: int) -> np.ndarray:
+    """Complex data as the stored points of DTYPA 0 (int32) or 2 (float64)."""
+    if dtypa == 0:
+        return to_int32_interleaved(data)
+    if dtypa == 2:
+        return to_float64_interleaved(data)
+    raise ValueError(f"NMR dataset: DTYPA {dtypa} is neither 0 (int32) nor 2 (float64)")
+
+
+def ser_bytes(fids: np.ndarray, big_endian: bool = False) -> bytes:
+    """Raw ser/fid content: each FID (a row of TD int32 or float64 values) zero-padded to 1024-byte blocks."""
+    rows = np.atleast_2d(fids)
+    kind = "f8" if rows.dtype.kind == "f" else "i4"
+    padded = np.zeros((rows.shape[0], padded_points(rows.shape[1], int(kind[1]))),
+                      dtype=(">" if big_endian else "<") + kind)
+    padded[:, : rows.shape[1]] = rows
     return padded.tobytes()
 
 
@@ -194,9 +216,10 @@ def _format_pair(key: str, value: object) -> str:
 def jcamp_text(params: Mapping[str, object], path_label: str, when: datetime,
                owner: str = "exsylab", host: str = "hardware_sim", process: str = "go") -> str:
     """A TopSpin parameter file (acqus, acqu2s, ...) with keys in TopSpin's (ASCII) order."""
+    version = TOPSPIN_VERSIONS.get(int(params.get("DTYPA", 2)), TOPSPIN_VERSION)  # type: ignore[call-overload]
     stamp = when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} " + when.strftime("%z")
     head = [
-        f"##TITLE= Parameter file, TOPSPIN\t\tVersion {TOPSPIN_VERSION}",
+        f"##TITLE= Parameter file, TOPSPIN\t\tVersion {version}",
         "##JCAMPDX= 5.0",
         "##DATATYPE= Parameter Values",
         "##NPOINTS= 10\t$$ modification sequence number",
@@ -204,7 +227,7 @@ def jcamp_text(params: Mapping[str, object], path_label: str, when: datetime,
         f"##OWNER= {owner}",
         f"$$ {stamp}  {owner}@{host}",
         f"$$ {path_label}",
-        f"$$ process /opt/topspin{TOPSPIN_VERSION}/prog/mod/{process}",
+        f"$$ process /opt/topspin{version}/prog/mod/{process}",
     ]
     body = [_format_pair(k, params[k]) for k in sorted(params)]
     return "\n".join(head + body + ["##END=", ""])
@@ -252,14 +275,14 @@ def acqus_params(params: Mapping[str, object], temperature_k: float) -> dict[str
         "D": _array(64, 0.0, {1: _num(params, "D1"), 8: _num(params, "D8")}),
         "DATE": int(_when(params).timestamp()), "DECIM": ADC_RATE_HZ / sw_h, "DIGMOD": 1,
         "DIGTYP": 12, "DQDMODE": 0, "DS": _int(params, "DS"), "DSPFIRM": 0,
-        "DSPFVS": _int(params, "DSPFVS"), "DTYPA": 0, "FnMODE": 0, "GRPDLY": _num(params, "GRPDLY"),
+        "DSPFVS": _int(params, "DSPFVS"), "DTYPA": _int(params, "DTYPA"), "FnMODE": 0, "GRPDLY": _num(params, "GRPDLY"),
         "IN": _array(64, in0), "INP": _array(64, 0.0), "L": _array(32, 1),
         "MASR": _num(params, "MASR"), "NC": 0, "NS": _int(params, "NS"), "NUC1": _str(params, "NUC1"),
         "NUC2": "off", "O1": o1, "OVERFLW": 0, "P": _array(64, 0.0, {1: _num(params, "P1")}),
         "PARMODE": 1, "PL": _array(64, 120.0, {1: -2.0}), "PROBHD": "4 mm MAS WVT 1H/X",
         "PULPROG": _str(params, "PULPROG"), "RG": _num(params, "RG"), "SFO1": sfo1,
         "SOLVENT": "none", "SW": _num(params, "SW"), "SW_h": sw_h, "TD": _int(params, "TD"),
-        "TD0": 1, "TE": _num(params, "TE") if "TE" in params else temperature_k,
+        "TD0": 1, "TE": temperature_k,  # status TE: what the VT unit measured, whatever TE was requested
         "TEG": temperature_k, "VDLIST": "DDDDDDDDDDDDDDD",
     }
 
@@ -355,25 +378,28 @@ def audit_text(path_label: str, started: datetime, completed: datetime, ser: byt
 
 
 def write_dataset_files(expno_dir: Path, acqus: Mapping[str, object], acqu2s: Mapping[str, object] | None,
-                        fids_int32: np.ndarray, when: datetime, pulseprogram: str | None = None,
-                        title: str = "", owner: str = "exsylab", host: str = "hardware_sim") -> bytes:
-    """Write acqus/acqu (+ acqu2s/acqu2 for 2D), pulseprogram, pdata/1/title and ser (fid for 1D);
-    returns the raw data bytes.
+                        fids: np.ndarray, when: datetime, pulseprogram: str | None = None,
+                        title: str | None = None, owner: str = "exsylab", host: str = "hardware_sim",
+                        acqu: Mapping[str, object] | None = None) -> bytes:
+    """Write acqus/acqu (+ acqu2s/acqu2 for 2D), pulseprogram, pdata/1/title (`title`, or kept as set by
+    setti; empty when there is none) and ser (fid for 1D) from int32 or float64 points; returns the raw bytes.
 
     The byte order follows acqus BYTORDA (0 little, 1 big endian). Shared by the simulator and the
     round-trip test against real TopSpin data.
     """
     expno_dir = Path(expno_dir)
     (expno_dir / "pdata" / "1").mkdir(parents=True, exist_ok=True)
-    files = [("acqus", acqus), ("acqu", acqus)]
+    files = [("acqus", acqus), ("acqu", acqus if acqu is None else acqu)]  # acqu: the current parameters
     if acqu2s is not None:
         files += [("acqu2s", acqu2s), ("acqu2", acqu2s)]
     for name, values in files:
         write_jcamp_params(expno_dir / name, values, when, owner, host)
     if pulseprogram is not None:
         _write_atomic(expno_dir / "pulseprogram", pulseprogram.encode("utf-8"))
-    _write_atomic(expno_dir / "pdata" / "1" / "title", (title + "\n").encode("utf-8"))
-    raw = ser_bytes(fids_int32, big_endian=int(acqus.get("BYTORDA", 0)) == 1)  # type: ignore[call-overload]
+    title_path = expno_dir / "pdata" / "1" / "title"
+    if title is not None or not title_path.exists():
+        _write_atomic(title_path, ((title or "") + "\n").encode("utf-8"))
+    raw = ser_bytes(fids, big_endian=int(acqus.get("BYTORDA", 0)) == 1)  # type: ignore[call-overload]
     _write_atomic(expno_dir / ("ser" if acqu2s is not None else "fid"), raw)
     return raw
 
@@ -387,17 +413,20 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
         if (Path(expno_dir) / name).exists():
             raise FileExistsError(f"NMR dataset: {Path(expno_dir) / name} already holds data; "
                                   "an acquisition never overwrites it")
-    fids = to_int32_interleaved(synthesize_ser(params, temperature_k, sample, seed))
+    fids = to_raw_points(synthesize_ser(params, temperature_k, sample, seed), _int(params, "DTYPA"))
     rows = math.floor(fraction * fids.shape[0] + 1e-9)
     completed = _when(params)
     elapsed_s = fraction * acquisition_duration_s(params)  # an interrupted run stopped early
     started = datetime.fromtimestamp(completed.timestamp() - elapsed_s, timezone.utc)
     expno_dir = Path(expno_dir)
     pulprog = _str(params, "PULPROG")
-    raw = write_dataset_files(expno_dir, acqus_params(params, temperature_k), acqu2s_params(params),
+    status = acqus_params(params, temperature_k)
+    current = {**status, "TE": _num(params, "TE")} if "TE" in params else status  # acqu keeps the requested TE
+    raw = write_dataset_files(expno_dir, status, acqu2s_params(params),
                               fids[:rows], completed,
-                              PULSEPROGRAM.format(version=TOPSPIN_VERSION, pulprog=pulprog),
-                              _str(params, "TITLE"), _str(params, "USER"), _str(params, "HOST"))
+                              PULSEPROGRAM.format(version=TOPSPIN_VERSIONS.get(_int(params, "DTYPA"), TOPSPIN_VERSION),
+                                                  pulprog=pulprog),
+                              None, _str(params, "USER"), _str(params, "HOST"), acqu=current)
     audit = audit_text(str(expno_dir / "audita.txt"), started, completed, raw,
                        _str(params, "USER"), _str(params, "HOST"))
     _write_atomic(expno_dir / "audita.txt", audit.encode("utf-8"))

@@ -11,11 +11,30 @@ import json
 import socket
 import threading
 
-METHODS = ("RE", "CURDATA", "GETPAR", "PUTPAR", "XCMD", "TESET", "TEGET", "MASR", "now", "should_stop")
+METHODS = ("RE", "CURDATA", "GETPAR", "GETPARSTAT", "PUTPAR", "XCMD", "EXEC_PYSCRIPT", "topspin_version", "now",
+           "should_stop")
 
 
 class KernelError(Exception):
     """An error the simulated TopSpin raised, with its message."""
+
+
+class XcmdResult(object):
+    """What XCMD returns in the simulated TopSpin: getResult() (negative for a failed command) and, as its
+    text, TopSpin's message."""
+
+    def __init__(self, code, message):
+        self.code = code
+        self.message = message
+
+    def getResult(self):
+        return self.code
+
+    def __str__(self):
+        return self.message
+
+    def to_wire(self):
+        return {"xcmd_result": self.code, "message": self.message}
 
 
 class KernelClient(object):
@@ -49,7 +68,10 @@ class KernelClient(object):
         answer = json.loads(reply.decode("utf-8"))
         if not answer.get("ok"):
             raise KernelError(answer.get("error"))
-        return answer.get("value")
+        value = answer.get("value")
+        if isinstance(value, dict) and "xcmd_result" in value:
+            return XcmdResult(value["xcmd_result"], value.get("message", ""))
+        return value
 
     def should_stop(self):
         try:

@@ -25,7 +25,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 method = request["method"]
                 if method not in METHODS:
                     raise KeyError(f"unknown TopSpin API call {method!r}")
-                reply = {"ok": True, "value": getattr(api, method)(*request.get("args", []))}
+                value = getattr(api, method)(*request.get("args", []))
+                reply = {"ok": True, "value": value.to_wire() if hasattr(value, "to_wire") else value}
             except Exception as exc:  # every error goes back to the script, as TopSpin's would
                 reply = {"ok": False, "error": str(exc)}
             self.wfile.write((json.dumps(reply) + "\n").encode("utf-8"))

@@ -3,8 +3,13 @@
 SimulatedTopSpin serves the automation folder exactly as TopSpin with
 drivers/topspin_side/exsylab_automation.py does: the same script runs in a CPython thread with
 `SimTopSpinAPI` injected (or under real Jython through the loopback kernel, see
-`serve_kernel`). Acquisitions take their pulse-sequence time on the simulator's clock, computed
-lazily from clock.now(), and leave datasets written by hardware_sim.nmr_dataset.
+`serve_kernel`). Modelled as documented (docs/dialects/topspin.md): current (acqu) and status
+(acqus) parameters kept apart (PUTPAR/GETPAR vs acquisition, teget, masg/GETPARSTAT); one current
+dataset per command thread (RE); XCMD returns a result object whose getResult() is negative for a
+failed zg; EXEC_PYSCRIPT runs a script in its own command thread; wrpa copies the raw data too and
+refuses an existing target; the template holds a test acquisition; datasets are float64 (DTYPA 2)
+unless int32 is asked for. Acquisitions take their pulse-sequence time on the simulator's clock,
+computed lazily from clock.now(), and leave datasets written by hardware_sim.nmr_dataset.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +27,16 @@ from typing import Callable
 from drivers.bruker_params import expno_has_data
 from drivers.topspin_side import exsylab_automation as script
 from hardware_sim import nmr_dataset
-from hardware_sim.topspin_api_kernel import start_kernel
+from hardware_sim.topspin_api_client import XcmdResult
+from hardware_sim.topspin_api_kernel import KernelServer, start_kernel
 from hardware_sim.topspin_params import (DEFAULT_EXSY_PARAMS, canonical_key, coerce, is_f1_key, exsylab_name, lookup,
                                          read_parameter_files, write_parameter_files)
 
 log = logging.getLogger(__name__)
 
 FAULTS = ("dead", "acq_error", "spinning_failure", "disk_full")
+WAIT_TILL_DONE, NO_WAIT_TILL_DONE = 1, 0  # TopCmds.py's constants
+ZG_FAILED = -1  # XCMD result code of a failed zg (TopSpin scripts test getResult() < 0)
 TEMPLATE_NAME = "exsylab_template"
 BVT_TIME_CONSTANT_S = 120.0
 JYTHON_SHIM_DIR = Path(__file__).resolve().parent
@@ -47,11 +56,13 @@ class _Acquisition:
     state: str = "running"            # running | done | failed
     message: str = ""
     halt_requested: bool = False
+    command_thread: threading.Thread | None = None   # the command thread whose zg runs this acquisition
     done_event: threading.Event = field(default_factory=threading.Event)
 
 
 class SimTopSpinAPI:
-    """The TopSpin scripting calls (RE, CURDATA, GETPAR, PUTPAR, XCMD) the script uses, simulated.
+    """The TopSpin scripting calls the script uses (TopCmds: RE, CURDATA, GETPAR, GETPARSTAT, PUTPAR, XCMD,
+    EXEC_PYSCRIPT), simulated.
 
     While the "dead" fault is injected every call hangs (a TopSpin that froze), so the script
     neither answers jobs nor beats, until the fault is cleared or the simulator stops.
@@ -65,7 +76,7 @@ class SimTopSpinAPI:
             object.__getattribute__(self, "sim").hang_while_dead()
         return object.__getattribute__(self, name)
 
-    def RE(self, dataset: list) -> None:
+    def RE(self, dataset: list, show: str = "n") -> None:
         self.sim.open_dataset(Path(dataset[3]) / dataset[0] / str(dataset[1]))
 
     def CURDATA(self) -> list:
@@ -73,22 +84,22 @@ class SimTopSpinAPI:
         return [path.parent.name, path.name, "1", str(path.parent.parent)]
 
     def GETPAR(self, name: str) -> str:
-        return self.sim.getpar(name)
+        return self.sim.getpar(name, status=False)
+
+    def GETPARSTAT(self, name: str) -> str:
+        return self.sim.getpar(name, status=True)
 
     def PUTPAR(self, name: str, value: str) -> None:
         self.sim.putpar(name, value)
 
-    def XCMD(self, command: str, wait: bool) -> int:
+    def XCMD(self, command: str, wait: object = WAIT_TILL_DONE) -> XcmdResult:
         return self.sim.xcmd(command, bool(wait))
 
-    def TESET(self, temperature_k: float) -> None:
-        self.sim.teset(float(temperature_k))
+    def EXEC_PYSCRIPT(self, text: str) -> None:
+        self.sim.exec_pyscript(text)
 
-    def TEGET(self) -> float:
-        return self.sim.sample_temperature_k()
-
-    def MASR(self) -> float:
-        return self.sim.mas_rate_now_hz()
+    def topspin_version(self) -> str:
+        return self.sim.topspin_version
 
     def now(self) -> float:
         return self.sim.clock.now()
@@ -102,7 +113,16 @@ class SimulatedTopSpin:
 
     def __init__(self, automation_dir: Path, data_dir: Path, clock, *,
                  temperature_source: Callable[[], float] | None = None, mas_rate_hz: float = 10_000.0,
-                 sample=None, seed: int = 0, poll_real_s: float = 0.002) -> None:
+                 sample=None, seed: int = 0, poll_real_s: float = 0.002, heartbeat_real_s: float = 0.05,
+                 dtypa: int = 2, template_has_data: bool = True, zg_failure: str = "result",
+                 topspin_version: str | None = None) -> None:
+        """dtypa 2 (float64, TopSpin 4 / Avance NEO) or 0 (int32, older consoles); template_has_data: the
+        template holds a test acquisition, as one set up by hand does; zg_failure "result" (a failed zg is a
+        negative XCMD result) or "exception" (it raises)."""
+        if dtypa not in (0, 2):
+            raise ValueError(f"simulated TopSpin: dtypa must be 0 (int32) or 2 (float64), not {dtypa!r}")
+        if zg_failure not in ("result", "exception"):
+            raise ValueError(f"simulated TopSpin: zg_failure must be 'result' or 'exception', not {zg_failure!r}")
         self.automation_dir = Path(automation_dir)
         self.data_dir = Path(data_dir)
         self.clock = clock
@@ -111,22 +131,33 @@ class SimulatedTopSpin:
         self.sample = sample
         self.seed = seed
         self.poll_real_s = poll_real_s
+        self.heartbeat_real_s = heartbeat_real_s
+        self.dtypa = dtypa
+        self.template_has_data = template_has_data
+        self.zg_failure = zg_failure
+        self.topspin_version = topspin_version or nmr_dataset.TOPSPIN_VERSIONS[dtypa]
         self.api = SimTopSpinAPI(self)
         self.faults: set[str] = set()
         self._lock = threading.RLock()
-        self._params: dict[Path, dict[str, object]] = {}
+        self._params: dict[Path, dict[str, object]] = {}   # current parameters (acqu, acqu2)
+        self._status: dict[Path, dict[str, object]] = {}   # status parameters (acqus, acqu2s)
         self._acquisition: _Acquisition | None = None
         self._acquisition_count = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._kernel = None
+        self._kernel: KernelServer | None = None
         self._alive = threading.Event()
         self._alive.set()
         self._bvt_target_k = 293.0
         self._bvt_from_k = 293.0
         self._bvt_since_s = clock.now()
         self.template = self.data_dir / TEMPLATE_NAME / "1"
-        self.current = self.template
+        self._context = threading.local()  # each command thread has its own current dataset
+
+    @property
+    def current(self) -> Path:
+        """This command thread's current dataset (the template until it opens another)."""
+        return getattr(self._context, "current", self.template)
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -136,16 +167,24 @@ class SimulatedTopSpin:
         self._start_thread()
 
     def _ensure_template(self) -> None:
-        """Write the template dataset (6Li EXSY defaults) unless a previous run left one."""
-        if not (self.template / "acqu").exists():
-            self._params[self.template] = dict(DEFAULT_EXSY_PARAMS)
-            write_parameter_files(self.template, DEFAULT_EXSY_PARAMS)
-        else:  # a restarted TopSpin knows its datasets from their files
-            self._params[self.template] = read_parameter_files(self.template)
+        self.provide_template(self.template)
+
+    def provide_template(self, expno_dir: Path) -> None:
+        """Write a template dataset (6Li EXSY defaults, with a test acquisition) unless one exists there."""
+        if not (expno_dir / "acqu").exists():
+            params = {**DEFAULT_EXSY_PARAMS, "DTYPA": self.dtypa}
+            write_parameter_files(expno_dir, params)
+            if self.template_has_data:  # a template set up by hand holds its test acquisition
+                test = {**params, "NS": 1, "DS": 0, "TD1": 2, "DATE": self.clock.now()}
+                nmr_dataset.write_acquired_dataset(expno_dir, test, self.sample_temperature_k(),
+                                                   sample=self.sample, seed=self.seed)
+                write_parameter_files(expno_dir, params, files="current")  # acqu as the user left it
+        self._params.pop(expno_dir, None)
+        self._status.pop(expno_dir, None)
 
     def _start_thread(self) -> None:
         argv = ["--automation", str(self.automation_dir), "--data", str(self.data_dir),
-                "--poll", repr(self.poll_real_s), "--announce", "no"]
+                "--poll", repr(self.poll_real_s), "--heartbeat", repr(self.heartbeat_real_s), "--announce", "no"]
         self._thread = threading.Thread(target=script.main, args=(argv,), kwargs={"api": self.api},
                                         name="sim-topspin-script", daemon=True)
         self._thread.start()
@@ -188,7 +227,8 @@ class SimulatedTopSpin:
     def jython_argv(self, port: int, jython: str = "jython") -> list[str]:
         """Command line that runs the TopSpin-side script under Jython against the kernel."""
         return [jython, "-B", script.__file__, "--automation", str(self.automation_dir),
-                "--data", str(self.data_dir), "--poll", "0.01", "--sim-kernel", f"127.0.0.1:{port}"]
+                "--data", str(self.data_dir), "--poll", "0.01", "--heartbeat", "0.1",
+                "--sim-kernel", f"127.0.0.1:{port}"]
 
     def jython_env(self) -> dict[str, str]:
         """Environment for jython_argv: the client shim on JYTHONPATH."""
@@ -222,39 +262,65 @@ class SimulatedTopSpin:
             raise SimTopSpinError(f"dataset {path} is outside the data directory {self.data_dir}")
         return resolved
 
+    def _load(self, path: Path) -> None:
+        """Know a dataset from its files (TopSpin reads acqu* and acqu*s when a dataset is opened)."""
+        if path not in self._params:
+            if not (path / "acqu").exists():
+                raise SimTopSpinError(f"RE: dataset {path} does not exist")
+            self._params[path] = read_parameter_files(path)
+            self._status[path] = (read_parameter_files(path, status=True) if (path / "acqus").exists()
+                                  else dict(self._params[path]))
+
     def open_dataset(self, path: Path) -> None:
-        """RE: make `path` the current dataset (it must exist, as in TopSpin)."""
+        """RE: make `path` the current dataset of the calling command thread (it must exist, as in TopSpin)."""
         path = self._checked_path(path)
         with self._lock:
             self._advance()
-            if path not in self._params:
-                if not (path / "acqu").exists():
-                    raise SimTopSpinError(f"RE: dataset {path} does not exist")
-                self._params[path] = read_parameter_files(path)
-            self.current = path
+            self._load(path)
+            self._context.current = path
+        self._settle_finished_command()
 
-    def getpar(self, name: str) -> str:
-        """GETPAR on the current dataset; unknown names are TopSpin errors."""
+    def _settle_finished_command(self) -> None:
+        """Once an acquisition has ended, let its command thread return from zg (and record the result) before
+        another command thread's call goes on: TopSpin's zg command ends with its acquisition."""
+        acq = self._acquisition
+        thread = acq.command_thread if acq is not None else None
+        if acq is not None and acq.done_event.is_set() and thread is not None \
+                and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+
+    def getpar(self, name: str, *, status: bool) -> str:
+        """GETPAR (current, acqu) or GETPARSTAT (status, acqus) on the current dataset; unknown names are errors."""
         with self._lock:
             self._advance()
+            self._load(self.current)
             key = exsylab_name(name)
             try:
-                value = lookup(self._params[self.current], key)
+                value = lookup((self._status if status else self._params)[self.current], key)
             except KeyError:
-                raise SimTopSpinError(f"GETPAR: unknown parameter {name!r} in {self.current}") from None
+                raise SimTopSpinError(f"{'GETPARSTAT' if status else 'GETPAR'}: unknown parameter {name!r} "
+                                      f"in {self.current}") from None
             return str(value)
 
     def putpar(self, name: str, value: str) -> None:
-        """PUTPAR on the current dataset; rewrites acqu or acqu2 as TopSpin does."""
+        """PUTPAR on the current dataset: the current parameters (acqu or acqu2) only, never the status."""
         with self._lock:
             self._advance()
+            self._load(self.current)
             self._refuse_if_disk_full(self.current / "acqu")
             self._refuse_if_acquiring(self.current, "PUTPAR")
             params = self._params[self.current]
             key = canonical_key(params, exsylab_name(name))
             params[key] = coerce(value)
-            write_parameter_files(self.current, params, dimensions="2" if is_f1_key(key) else "1",
-                                  status_files=False)
+            write_parameter_files(self.current, params, dimensions="2" if is_f1_key(key) else "1", files="current")
+
+    def _set_status(self, key: str, value: float) -> None:
+        """Store a measured value in the current dataset's status parameters (and acqus if it holds no data)."""
+        self._load(self.current)
+        status = self._status[self.current]
+        status[canonical_key(status, key)] = value
+        if not expno_has_data(self.current):
+            write_parameter_files(self.current, status, dimensions="1", files="status")
 
     def _refuse_if_disk_full(self, target: Path) -> None:
         if "disk_full" in self.faults:
@@ -266,8 +332,8 @@ class SimulatedTopSpin:
             raise SimTopSpinError(f"{what}: acquisition running in {path}")
 
     # ---- commands ----------------------------------------------------------------------
-    def xcmd(self, command: str, wait: bool) -> int:
-        """XCMD: wrpa, zg, halt/stop; anything else is an unknown command."""
+    def xcmd(self, command: str, wait: bool) -> XcmdResult:
+        """XCMD: wrpa, zg, halt/stop, teget, teset, masg; anything else is an unknown command."""
         words = shlex.split(command)
         if not words:
             raise SimTopSpinError("XCMD: empty command")
@@ -278,9 +344,30 @@ class SimulatedTopSpin:
             return self._zg(wait)
         if verb in ("halt", "stop"):
             return self._halt()
+        if verb == "teget":
+            with self._lock:
+                self._set_status("TE", round(self.sample_temperature_k(), 2))
+            return XcmdResult(0, "")
+        if verb == "masg":
+            with self._lock:
+                self._set_status("MASR", round(self.mas_rate_now_hz(), 1))
+            return XcmdResult(0, "")
+        if verb == "teset" and len(words) == 2:
+            self.teset(float(words[1]))
+            return XcmdResult(0, "")
         raise SimTopSpinError(f"XCMD: command {command!r} not known to the simulated TopSpin")
 
-    def _wrpa(self, args: list[str]) -> int:
+    def exec_pyscript(self, text: str) -> None:
+        """EXEC_PYSCRIPT: run a Python script text in its own command thread, with TopCmds' names."""
+        namespace = {"RE": self.api.RE, "XCMD": self.api.XCMD, "GETPAR": self.api.GETPAR,
+                     "GETPARSTAT": self.api.GETPARSTAT, "PUTPAR": self.api.PUTPAR, "CURDATA": self.api.CURDATA,
+                     "WAIT_TILL_DONE": WAIT_TILL_DONE, "NO_WAIT_TILL_DONE": NO_WAIT_TILL_DONE}
+        code = compile(text, "<EXEC_PYSCRIPT>", "exec")
+        threading.Thread(target=exec, args=(code, namespace), name="sim-topspin-cmdthread", daemon=True).start()
+
+    def _wrpa(self, args: list[str]) -> XcmdResult:
+        """wrpa NAME EXPNO PROCNO DIR: copy the whole current experiment, raw data included; TopSpin asks
+        before overwriting an existing experiment (here: refused)."""
         if len(args) != 4:
             raise SimTopSpinError("wrpa: expected NAME EXPNO PROCNO DIR")
         name, expno, _procno, folder = args
@@ -288,51 +375,60 @@ class SimulatedTopSpin:
         with self._lock:
             self._advance()
             self._refuse_if_disk_full(target)
-            if expno_has_data(target):
-                raise SimTopSpinError(f"wrpa: {target} holds data; not overwritten")
-            params = dict(self._params[self.current])
-            self._params[target] = params
-            write_parameter_files(target, params)
-        return 0
+            if target.exists():
+                raise SimTopSpinError(f"wrpa: {target} exists; TopSpin asks before overwriting it")
+            shutil.copytree(self.current, target)
+        return XcmdResult(0, "")
 
-    def _zg(self, wait: bool) -> int:
+    def _failed_zg(self, message: str) -> XcmdResult:
+        """A zg that failed: TopSpin's negative result (default) or an exception."""
+        log.warning("simulated TopSpin: %s", message)
+        if self.zg_failure == "exception":
+            raise SimTopSpinError(message)
+        return XcmdResult(ZG_FAILED, message)
+
+    def _zg(self, wait: bool) -> XcmdResult:
         with self._lock:
             self._advance()
             path = self.current
+            self._load(path)
             if self._acquisition is not None and self._acquisition.state == "running":
-                raise SimTopSpinError(f"zg: acquisition already running in {self._acquisition.path}")
+                return self._failed_zg(f"zg: acquisition already running in {self._acquisition.path}")
             if expno_has_data(path):
-                raise SimTopSpinError(f"zg: {path} holds data; TopSpin would ask to overwrite")
-            self._refuse_if_disk_full(path / "ser")
+                return self._failed_zg(f"zg: {path} holds data; TopSpin would ask to overwrite")
+            if "disk_full" in self.faults:
+                return self._failed_zg(f"zg: disk full: no space left on device writing {path / 'ser'}")
             if "spinning_failure" in self.faults:
-                raise SimTopSpinError(f"zg: spinning failure: MAS rate 0 Hz (set {self.mas_rate_hz:.0f} Hz)")
+                return self._failed_zg(f"zg: spinning failure: MAS rate 0 Hz (set {self.mas_rate_hz:.0f} Hz)")
             params = dict(self._params[path])
+            params["DTYPA"] = self.dtypa  # the console decides the data type, not the parameter set
             params["DATE"] = self.clock.now()  # acqus DATE and audit times follow the simulator's clock
             self._acquisition_count += 1
             acq = _Acquisition(path=path, params=params, start_s=self.clock.now(),
                                duration_s=nmr_dataset.acquisition_duration_s(params),
-                               seed=self.seed + self._acquisition_count)
+                               seed=self.seed + self._acquisition_count,
+                               command_thread=threading.current_thread() if wait else None)
             self._acquisition = acq
             (path / "ser").touch()  # TopSpin creates ser when the acquisition starts
             log.info("simulated TopSpin: zg in %s for %.1f s", path, acq.duration_s)
         if not wait:
-            return 0
+            return XcmdResult(0, "")
         while not acq.done_event.wait(self.poll_real_s):
             if self._stopping:
-                raise SimTopSpinError("zg: TopSpin was closed during the acquisition")
+                return self._failed_zg("zg: TopSpin was closed during the acquisition")
             with self._lock:
                 self._advance()
         if acq.state == "failed":
-            raise SimTopSpinError(acq.message)
-        return 0
+            return self._failed_zg(acq.message)
+        return XcmdResult(0, "acquisition finished")
 
-    def _halt(self) -> int:
+    def _halt(self) -> XcmdResult:
         with self._lock:
             acq = self._acquisition
             if acq is not None and acq.state == "running":
                 acq.halt_requested = True
                 self._advance()
-        return 0
+        return XcmdResult(0, "")
 
     def _advance(self) -> None:
         """Bring the running acquisition up to clock.now(): finish, fail or leave it running."""
@@ -362,11 +458,12 @@ class SimulatedTopSpin:
             if "disk_full" not in self.faults:
                 nmr_dataset.write_partial_dataset(acq.path, acq.params, self.sample_temperature_k(), fraction,
                                                   sample=self.sample, seed=acq.seed)
-            log.warning("simulated TopSpin: %s (%s)", failure, acq.path)
         else:
             nmr_dataset.write_acquired_dataset(acq.path, acq.params, self.sample_temperature_k(),
                                                sample=self.sample, seed=acq.seed)
             acq.state, acq.message = "done", "acquisition finished"
+        if (acq.path / "acqus").exists():
+            self._status[acq.path] = read_parameter_files(acq.path, status=True)
         acq.done_event.set()
 
     # ---- VT and MAS --------------------------------------------------------------------
@@ -405,11 +502,9 @@ def simulate_for_station(entry: dict, clock, *, seed: int = 0, automation_dir: P
     vt = (peers or {}).get("vt")
     automation_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    for name, expno in templates:
-        path = data_dir / name / str(expno)
-        if not (path / "acqu").exists():
-            write_parameter_files(path, DEFAULT_EXSY_PARAMS)
     sim = SimulatedTopSpin(automation_dir, data_dir, clock, seed=seed,
                            temperature_source=vt.model.sample_k if vt is not None else None)
+    for name, expno in templates:
+        sim.provide_template(data_dir / name / str(expno))
     sim.start()
     return sim, str(automation_dir)

@@ -56,17 +56,21 @@ def acquire(tmp_path: Path, name: str, temperature_k: float, sample=None, **para
 def test_nmrglue_reads_requested_parameters_and_shape(tmp_path: Path) -> None:
     expno = tmp_path / "exsy" / "3"
     params = {"D8": 0.25, "TE": 313.0, "NS": 8, "DS": 2, "TD": 1536, "TD1": 24, "D1": 3.0,
-              "TITLE": "EXSY 40 C 250 ms", "MASR": 10000, "DATE": 1_790_000_000.0}
+              "MASR": 10000, "DATE": 1_790_000_000.0}
+    (expno / "pdata" / "1").mkdir(parents=True)
+    (expno / "pdata" / "1" / "title").write_text("EXSY 40 C 250 ms\n")   # as setti left it before zg
     write_acquired_dataset(expno, params, temperature_k=312.4)
     dic, data = ng.bruker.read(str(expno))
     assert dic["acqus"]["D"][8] == pytest.approx(0.25)
     assert dic["acqus"]["D"][1] == pytest.approx(3.0)
-    assert dic["acqus"]["TE"] == pytest.approx(313.0)
+    assert dic["acqus"]["TE"] == pytest.approx(312.4)                              # status: measured
+    assert ng.bruker.read_jcamp(str(expno / "acqu"))["TE"] == pytest.approx(313.0)  # current: requested
     assert (dic["acqus"]["NS"], dic["acqus"]["DS"], dic["acqus"]["TD"]) == (8, 2, 1536)
     assert dic["acqu2s"]["TD"] == 24 and dic["acqu2s"]["FnMODE"] == 5
     assert dic["acqus"]["SFO1"] == pytest.approx(73.578) and dic["acqus"]["MASR"] == 10000
     assert dic["acqus"]["NUC1"] == "6Li" and dic["acqus"]["PULPROG"] == "noesyph"
-    assert (dic["acqus"]["DIGMOD"], dic["acqus"]["BYTORDA"], dic["acqus"]["DTYPA"]) == (1, 0, 0)
+    assert (dic["acqus"]["DIGMOD"], dic["acqus"]["BYTORDA"], dic["acqus"]["DTYPA"]) == (1, 0, 2)
+    assert dic["acqus"]["FnMODE"] == 0   # F2 is DQD; F1's mode lives in acqu2s
     assert data.shape == (24, 768)
     assert (expno / "pdata" / "1" / "title").read_text().startswith("EXSY 40 C 250 ms")
     assert "noesyph" in (expno / "pulseprogram").read_text()
@@ -76,16 +80,18 @@ def test_nmrglue_reads_requested_parameters_and_shape(tmp_path: Path) -> None:
     def body(name: str) -> list[str]:
         return [line for line in (expno / name).read_text().splitlines() if not line.startswith("$$")]
 
-    assert body("acqu") == body("acqus") and body("acqu2") == body("acqu2s")
-    # TD=1536 int32 is 6144 bytes, a multiple of 1024: no padding here, and the size agrees
-    assert (expno / "ser").stat().st_size == 24 * 1536 * 4 == expected_ser_bytes(expno)
+    assert [line for line in body("acqu") if not line.startswith("##$TE=")] == \
+        [line for line in body("acqus") if not line.startswith("##$TE=")]
+    assert body("acqu2") == body("acqu2s")
+    # TD=1536 float64 is 12288 bytes, a multiple of 1024: no padding here, and the size agrees
+    assert (expno / "ser").stat().st_size == 24 * 1536 * 8 == expected_ser_bytes(expno)
     assert dataset_complete(expno) and expno_has_data(expno)
     assert read_params(expno)["acqus"]["D"][8] == pytest.approx(0.25)
 
 
 def test_ser_is_padded_per_fid_when_td_is_not_a_multiple_of_256(tmp_path: Path) -> None:
     expno = tmp_path / "pad" / "1"
-    write_acquired_dataset(expno, {"TD": 1000, "TD1": 4}, 293.0)
+    write_acquired_dataset(expno, {"TD": 1000, "TD1": 4, "DTYPA": 0}, 293.0)
     assert (expno / "ser").stat().st_size == 4 * padded_points(1000) * 4 == 4 * 1024 * 4
     assert dataset_complete(expno)
     dic, data = ng.bruker.read(str(expno))
@@ -170,9 +176,9 @@ def test_partial_dataset_holds_the_first_rows_only(tmp_path: Path) -> None:
     params = {"TD1": 32, "TD": 2048, "D8": 0.1}
     write_acquired_dataset(full, params, 300.0, seed=3)
     write_partial_dataset(part, params, 300.0, fraction=0.5, seed=3)
-    assert (part / "ser").stat().st_size == 16 * 2048 * 4
+    assert (part / "ser").stat().st_size == 16 * 2048 * 8
     assert expno_has_data(part) and not dataset_complete(part) and dataset_complete(full)
-    assert (part / "ser").read_bytes() == (full / "ser").read_bytes()[: 16 * 2048 * 4]
+    assert (part / "ser").read_bytes() == (full / "ser").read_bytes()[: 16 * 2048 * 8]
     write_partial_dataset(tmp_path / "none" / "1", params, 300.0, fraction=0.0)
     assert not expno_has_data(tmp_path / "none" / "1")
     with pytest.raises(ValueError, match="fraction"):
@@ -206,5 +212,17 @@ def test_bad_parameters_are_refused(tmp_path: Path) -> None:
         write_acquired_dataset(tmp_path / "x" / "1", {"TD": 1023}, 293.0)
     with pytest.raises(ValueError, match="NS"):
         write_acquired_dataset(tmp_path / "y" / "1", {"NS": "many"}, 293.0)
-    with pytest.raises(OverflowError, match="int32"):
-        write_acquired_dataset(tmp_path / "z" / "1", {"NS": 4096, "RG": 2048, "TD1": 2}, 293.0)
+    with pytest.raises(OverflowError, match="int32"):  # int32 (DTYPA 0) only: float64 has the range
+        write_acquired_dataset(tmp_path / "z" / "1", {"NS": 4096, "RG": 2048, "TD1": 2, "DTYPA": 0}, 293.0)
+
+
+def test_float64_fids_start_on_1024_byte_boundaries_and_analyse_like_int32(tmp_path: Path) -> None:
+    """DTYPA 2: 128 float64 points per 1 KiB block (nmrglue's rule); the same signal as int32 otherwise."""
+    f64, i32 = tmp_path / "f64" / "1", tmp_path / "i32" / "1"
+    write_acquired_dataset(f64, {"TD": 1000, "TD1": 4, "DTYPA": 2}, 293.0, seed=1)
+    write_acquired_dataset(i32, {"TD": 1000, "TD1": 4, "DTYPA": 0}, 293.0, seed=1)
+    assert (f64 / "ser").stat().st_size == 4 * padded_points(1000, 8) * 8 == 4 * 1024 * 8 == expected_ser_bytes(f64)
+    raw = np.fromfile(f64 / "ser", dtype="<f8").reshape(4, 1024)
+    assert not raw[:, 1000:].any() and raw[:, :1000].any()
+    (_, a), (_, b) = ng.bruker.read(str(f64)), ng.bruker.read(str(i32))
+    assert a.dtype == np.complex128 and np.allclose(a, b, atol=0.6)   # int32 differs by its rounding only

@@ -61,7 +61,7 @@ def _assert_every_point_once(run_dir: Path, protocol: Path) -> None:
         assert dataset_complete(expno_dir) and not (expno_dir / MARK_FILE).exists()
         dic, data = ng.bruker.read(str(expno_dir))
         assert dic["acqus"]["D"][8] == pytest.approx(d["params"]["mixing_time_s"])
-        assert dic["acqus"]["TE"] == pytest.approx(d["temperature_k"])
+        assert dic["acqus"]["TE"] == pytest.approx(d["temperature_k"], abs=1.0)  # status TE: measured by the VT
     used = {Path(d["path"]) for d in done}
     for expno_dir in (Path(done[0]["path"]).parent).iterdir():
         if expno_dir in used or not expno_has_data(expno_dir):
@@ -248,7 +248,7 @@ def test_a_relative_run_dir_records_absolute_paths_that_analysis_can_open(tmp_pa
     datasets = json.loads((tmp_path / "runs" / "rel" / "datasets.json").read_text())
     assert all(Path(d["path"]).is_absolute() for d in datasets)
     analysis = analyze_series(Path("runs") / "rel", sites=[2.31, 1.29, -4.56], names=["Li2S", "LPSC", "LiI"])
-    assert len(analysis["points"]) == 6 and {f["temperature_k"] for f in analysis["fits"]} == {293.15, 313.15}
+    assert len(analysis["points"]) == 6 and sorted(round(f["temperature_k"]) for f in analysis["fits"]) == [293, 313]  # measured TE
 
 
 def test_a_cycler_step_killed_midway_continues_from_the_capacity_in_the_bdf_file(tmp_path: Path) -> None:

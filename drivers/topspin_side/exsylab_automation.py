@@ -1,54 +1,140 @@
 # -*- coding: utf-8 -*-
 """exsylab automation: executes job files that the exsylab host writes into an automation folder.
 
-Runs inside TopSpin's Jython 2.7 interpreter (valid Python 2.7 and Python 3). Install it into
-<topspin>/exp/stan/nmr/py/user/ and start it from TopSpin (see INSTALL.md). The host writes
-<automation>/jobs/<id>.json atomically; this script executes each job with TopSpin's scripting
-calls and writes <automation>/results/<id>.json atomically; it touches <automation>/heartbeat.json
-about every second with the time of its own clock. A file <automation>/stop ends the loop.
+Runs inside TopSpin's Jython (2.7, shipped with TopSpin >= 3.5) and under CPython 3 (the exsylab
+simulator). It refuses older Jython (TopSpin <= 3.2 ships Jython 2.5) with a line in the heartbeat
+file; to get that far, the file is written in a grammar Python 2.5 parses (no `except ... as`, no
+__future__ imports, no `with`, no set or dict comprehensions) and imports json only after the check.
 
-Every TopSpin call goes through one small object (`api`): inside TopSpin it wraps the builtins
-the interpreter provides (RE, GETPAR, PUTPAR, XCMD, CURDATA); under the exsylab simulator it is
-an injected object with the same methods. main() decides which.
+Install it into <topspin>/exp/stan/nmr/py/user/ and start it from TopSpin (see INSTALL.md). The host
+writes <automation>/jobs/<id>.json atomically; this script executes each job with TopSpin's scripting
+calls and writes <automation>/results/<id>.json atomically. A heartbeat thread rewrites
+<automation>/heartbeat.json about once a second with a new sequence number (also while a job runs),
+the TopSpin and Jython versions. A file <automation>/stop ends the loop.
+
+Acquisitions run in TopSpin's own command context: each zg is started with EXEC_PYSCRIPT, a small
+script in its own command thread that opens (RE) the intended dataset, runs XCMD("zg",
+WAIT_TILL_DONE) and records the command's result (getResult()) in <automation>/acquisitions/.
+Completion is TopSpin's word (that result), never a file size.
+
+Every TopSpin call goes through one small object (`api`): inside TopSpin it wraps the TopCmds
+functions the interpreter provides (RE, CURDATA, GETPAR, GETPARSTAT, PUTPAR, XCMD, EXEC_PYSCRIPT);
+under the exsylab simulator it is an injected object with the same methods. main() decides which.
 """
-from __future__ import print_function
 
-import json
 import os
+import re
+import shutil
 import sys
 import threading
 import time
 
 try:  # in Jython, errors thrown by TopSpin's Java side are not Python Exceptions
-    from java.lang import Throwable
-    CAUGHT_ERRORS = (Exception, Throwable)
+    from java.lang import Throwable, ThreadDeath
+    JAVA_ERRORS = (Throwable,)
+    KILL_ERRORS = (ThreadDeath,)  # TopSpin's `kill` stops a script with ThreadDeath: never swallow it
 except ImportError:
-    CAUGHT_ERRORS = (Exception,)
+    JAVA_ERRORS = ()  # type: ignore[assignment]
+    KILL_ERRORS = ()  # type: ignore[assignment]
+CAUGHT_ERRORS = (Exception,) + JAVA_ERRORS
 
+MIN_PYTHON = (2, 7)
 JOBS_DIR = "jobs"
 RESULTS_DIR = "results"
+ACQ_DIR = "acquisitions"
 HEARTBEAT_FILE = "heartbeat.json"
 STOP_FILE = "stop"
 DEFAULT_AUTOMATION_DIR = os.path.join(os.path.expanduser("~"), "exsylab_automation")
 HEARTBEAT_PERIOD_S = 1.0
 ZG_START_TIMEOUT_S = 60.0
-# Arrays whose elements TopSpin names "D 8", "P 1", ...; exsylab names them "D8", "P1".
-ARRAY_PARAMS = ("D", "P", "PL", "PLW", "PLDB", "CNST", "L", "IN", "INP", "SP", "SPW", "GPZ")
+PROBE_DATASET = "exsylab_probe"  # where teget/masg write their status parameters (never a measured dataset)
+# Parameter files a new dataset takes from its template: parameters only, never fid/ser/pulseprogram/audit.
+PARAM_FILES = ("acqu", "acqu2", "acqu3")
+PROC_FILES = ("proc", "proc2", "proc3")
+# Arrays whose elements TopSpin names "D 8", "P 1", "PLdB 1", ...; exsylab may name them "D8", "P1", "PLDB1".
+ARRAY_PARAMS = {"D": "D", "P": "P", "PL": "PL", "PLW": "PLW", "PLDB": "PLdB", "CNST": "CNST", "L": "L",
+                "IN": "IN", "INP": "INP", "SP": "SP", "SPW": "SPW", "SPDB": "SPdB", "GPZ": "GPZ"}
 # F1 (indirect dimension) parameters: exsylab "TD1" is TopSpin's "1 TD".
 F1_PARAMS = {"TD1": "1 TD", "SW1": "1 SW"}
-BYTES_PER_POINT = 4      # DTYPA 0: int32
-POINTS_PER_BLOCK = 256   # TopSpin pads each FID in ser to 256 points (1024 bytes)
+
+# The script EXEC_PYSCRIPT runs for one zg, in its own TopSpin command thread. It is filled in with
+# repr()s of checked values only. Result file: first line the XCMD result code (or "error"), then the text.
+ZG_SCRIPT = '''
+import os, sys
+_dataset = %(dataset)r
+_result_path = %(result_path)r
+_taken_path = %(taken_path)r
+_session = %(session)r
+def _write(path, text):
+    handle = open(path + ".tmp", "w")
+    try:
+        handle.write(text)
+    finally:
+        handle.close()
+    if os.path.exists(path):
+        os.remove(path)
+    os.rename(path + ".tmp", path)
+try:
+    RE(_dataset, "n")
+    _write(_taken_path, _session)
+    _result = XCMD("zg", WAIT_TILL_DONE)
+    _code = getattr(_result, "getResult", None)
+    _code = _code() if _code is not None else _result
+    _write(_result_path, "%%s\\n%%s" %% (_code, _result))
+except:
+    _write(_result_path, "error\\n%%s: %%s" %% (sys.exc_info()[0].__name__, sys.exc_info()[1]))
+    if %(kill_check)s:
+        raise
+'''
+
+
+def python_version_text(version_info):
+    """'2.7.3' from sys.version_info."""
+    return "%d.%d.%d" % tuple(version_info[:3])
+
+
+def too_old(version_info):
+    """The refusal line for an interpreter older than MIN_PYTHON, or None."""
+    if tuple(version_info[:2]) >= MIN_PYTHON:
+        return None
+    return ("exsylab_automation needs Jython %d.%d (TopSpin >= 3.5); this interpreter is Python %s: "
+            "upgrade TopSpin" % (MIN_PYTHON[0], MIN_PYTHON[1], python_version_text(version_info)))
+
+
+def json_string(text):
+    """A JSON string literal without the json module (for the refusal, written before json is imported)."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 32:
+            out.append("\\u%04x" % ord(char))
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def write_refusal(automation_dir, message, version_info, topspin_version):
+    """Write a heartbeat the host reads as 'refused: <message>' (no json module needed)."""
+    if not os.path.isdir(automation_dir):
+        os.makedirs(automation_dir)
+    text = ('{"seq": 1, "stopped": true, "refused": %s, "python_version": %s, "topspin_version": %s}'
+            % (json_string(message), json_string(python_version_text(version_info)), json_string(topspin_version)))
+    write_text_atomic(os.path.join(automation_dir, HEARTBEAT_FILE), text)
 
 
 def topspin_name(name):
-    """Translate an exsylab parameter name (D8, TD1, NS) into TopSpin's GETPAR/PUTPAR form."""
+    """Translate an exsylab parameter name (D8, TD1, PLDB1) into TopSpin's form; TopSpin's own
+    spelling ("D 8", "1 TD", "PLdB 1", "1 FnMODE") passes unchanged."""
+    if " " in name:
+        return name
     upper = name.upper()
     if upper in F1_PARAMS:
         return F1_PARAMS[upper]
     head = upper.rstrip("0123456789")
     tail = upper[len(head):]
     if tail and head in ARRAY_PARAMS:
-        return "%s %s" % (head, tail)
+        return "%s %s" % (ARRAY_PARAMS[head], tail)
     return name
 
 
@@ -78,17 +164,23 @@ def has_data(expno_path):
 
 def failure_kind(message):
     """Classify TopSpin's error message: "spinning_failure" or "acq_error"."""
-    return "spinning_failure" if "spinning" in message.lower() else "acq_error"
+    if "spinning" in message.lower():
+        return "spinning_failure"
+    return "acq_error"
 
 
-def write_json_atomic(path, obj):
-    """Write JSON to path.tmp, then rename it over path, so readers never see a partial file.
-    Not fsynced: a result lost in a crash is a job the host times out on, and an fsync per
-    result would dominate the round trip."""
+def is_kill(exc):
+    """True for TopSpin's `kill` (java.lang.ThreadDeath): it must end the script, not become a job error."""
+    return bool(KILL_ERRORS) and isinstance(exc, KILL_ERRORS)
+
+
+def write_text_atomic(path, text):
+    """Write text to path.tmp, then rename it over path, so readers never see a partial file.
+    Not fsynced: a result lost in a crash is a job the host times out on."""
     tmp = path + ".tmp"
     handle = open(tmp, "w")
     try:
-        handle.write(json.dumps(obj, sort_keys=True))
+        handle.write(text)
     finally:
         handle.close()
     try:
@@ -98,14 +190,31 @@ def write_json_atomic(path, obj):
         os.rename(tmp, path)
 
 
+def read_text(path):
+    """A small file's text, or None when it does not exist."""
+    if not os.path.isfile(path):
+        return None
+    handle = open(path)
+    try:
+        return handle.read()
+    finally:
+        handle.close()
+
+
+def thread_alive(thread):
+    """Thread.is_alive under Python 3 and Jython 2.7, isAlive under Jython 2.5."""
+    probe = getattr(thread, "is_alive", None) or getattr(thread, "isAlive")
+    return probe()
+
+
 class TopSpinBuiltins(object):
-    """The TopSpin API as TopSpin's Jython interpreter provides it (names in the script's globals)."""
+    """The TopSpin API as TopSpin's Jython interpreter provides it (TopCmds names in the script's globals)."""
 
     def __init__(self, namespace):
         self.ns = namespace
 
     def RE(self, dataset):
-        """Make `dataset` ([name, expno, procno, dir]) TopSpin's current dataset, without display."""
+        """Make `dataset` ([name, expno, procno, dir]) the current dataset of this command thread, without display."""
         return self.ns["RE"](dataset, "n")
 
     def CURDATA(self):
@@ -113,61 +222,74 @@ class TopSpinBuiltins(object):
         return self.ns["CURDATA"]()
 
     def GETPAR(self, name):
-        """A parameter of the current dataset, as text."""
+        """A current (acqu) parameter of the current dataset, as text."""
         return self.ns["GETPAR"](name)
 
+    def GETPARSTAT(self, name):
+        """A status (acqus) parameter of the current dataset, as text."""
+        return self.ns["GETPARSTAT"](name)
+
     def PUTPAR(self, name, value):
-        """Set a parameter of the current dataset."""
+        """Set a current (acqu) parameter of the current dataset."""
         return self.ns["PUTPAR"](name, value)
 
     def XCMD(self, command, wait):
-        """Run a TopSpin command, waiting for it when `wait`."""
-        return self.ns["XCMD"](command, self.wait_flag(wait))
+        """Run a TopSpin command (WAIT_TILL_DONE when `wait`); returns TopSpin's result object."""
+        flag = self.ns["WAIT_TILL_DONE"]
+        if not wait:
+            flag = self.ns["NO_WAIT_TILL_DONE"]
+        return self.ns["XCMD"](command, flag)
 
-    def wait_flag(self, wait):
-        """TopSpin's WAIT_TILL_DONE / NO_WAIT_TILL_DONE constant for a bool."""
-        return self.ns["WAIT_TILL_DONE"] if wait else self.ns["NO_WAIT_TILL_DONE"]
+    def EXEC_PYSCRIPT(self, text):
+        """Run a Python script text in its own TopSpin command thread."""
+        return self.ns["EXEC_PYSCRIPT"](text)
 
-    def TESET(self, temperature_k):
-        """Set the VT target through TopSpin."""
-        return self.XCMD("teset %.2f" % temperature_k, True)
-
-    def TEGET(self):
-        """The VT unit's sample temperature in K."""
-        # 'teget' stores the sensor reading in the current dataset's TE (site check: INSTALL.md)
-        self.XCMD("teget", True)
-        return float(self.GETPAR("TE"))
-
-    def MASR(self):
-        """The MAS rate the MAS unit reports, in Hz."""
-        self.XCMD("masg", True)
-        return float(self.GETPAR("MASR"))
+    def topspin_version(self):
+        """TopSpin's version from its installation folder name (e.g. /opt/topspin4.1.4), else 'unknown'."""
+        home = None
+        registry = getattr(sys, "registry", None)
+        if registry is not None:
+            home = registry.get("XWINNMRHOME")  # TopSpin >= 3.1
+        if home is None:
+            home = os.environ.get("XWINNMRHOME", "")
+        match = re.search(r"topspin[^0-9]*([0-9][0-9.]*[0-9])", str(home), re.I)
+        if match:
+            return match.group(1)
+        return "unknown"
 
     def now(self):
-        """Seconds since the epoch on this side's clock (for the heartbeat)."""
+        """Seconds since the epoch on this side's clock (informational only; the host never compares it)."""
         return time.time()
 
     def should_stop(self):
-        """Inside TopSpin only the stop file ends the loop."""
+        """Inside TopSpin only the stop file (or TopSpin's kill) ends the loop."""
         return False
 
 
 class Automation(object):
-    """The job loop: read job files, execute them through `api`, write results, touch the heartbeat."""
+    """The job loop: read job files, execute them through `api`, write results; a thread keeps the heartbeat."""
 
-    def __init__(self, api, automation_dir, data_dir, poll_s=0.05):
+    def __init__(self, api, automation_dir, data_dir, poll_s=0.05, heartbeat_s=HEARTBEAT_PERIOD_S,
+                 version_info=None):
+        import json  # here, not at the top: Jython 2.5 has no json module and must reach the refusal
+        self.json = json
         self.api = api
         self.automation_dir = automation_dir
         self.data_dir = data_dir
         self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s
+        self.python_version = python_version_text(version_info or sys.version_info)
+        self.topspin_version = str(api.topspin_version())
+        self.session = "%.6f-%d" % (time.time(), id(self))  # marks the zgs this run of the script started
+        self.start_dataset = list(api.CURDATA())  # the dataset open when the script started: the default template
         self.jobs_dir = os.path.join(automation_dir, JOBS_DIR)
         self.results_dir = os.path.join(automation_dir, RESULTS_DIR)
+        self.acq_dir = os.path.join(automation_dir, ACQ_DIR)
         self.heartbeat_path = os.path.join(automation_dir, HEARTBEAT_FILE)
-        self.acquisitions = {}  # expno path -> {"thread": Thread, "error": str or None}
         self.heartbeat_seq = 0
-        self.last_beat_clock = None
-        self.last_beat_real = 0.0
-        for folder in (self.jobs_dir, self.results_dir):
+        self.beat_lock = threading.Lock()
+        self.serving = False
+        for folder in (self.jobs_dir, self.results_dir, self.acq_dir):
             try:
                 os.makedirs(folder)
             except OSError:
@@ -176,48 +298,66 @@ class Automation(object):
 
     # ---- loop -------------------------------------------------------------------------
     def serve(self):
-        """Run until a stop file appears or the API asks to stop."""
+        """Run until a stop file appears, the API asks to stop, or TopSpin kills the script."""
         stop_path = os.path.join(self.automation_dir, STOP_FILE)
-        while not self.api.should_stop() and not os.path.exists(stop_path):
-            self.beat(False)
-            if not self.run_pending():
-                time.sleep(self.poll_s)
-        self.beat(True, stopped=True)
+        self.serving = True
+        self.beat(False)
+        current = getattr(threading, "current_thread", None) or getattr(threading, "currentThread")
+        beater = threading.Thread(target=self.beat_loop, args=(current(),), name="exsylab-heartbeat")
+        if hasattr(beater, "daemon"):
+            beater.daemon = True
+        else:  # Jython 2.5
+            beater.setDaemon(True)
+        beater.start()
+        try:
+            while not self.api.should_stop() and not os.path.exists(stop_path):
+                if not self.run_pending():
+                    time.sleep(self.poll_s)
+        finally:
+            self.beat_lock.acquire()
+            try:
+                self.serving = False
+            finally:
+                self.beat_lock.release()
+            self.beat(True)
 
-    def beat(self, force, stopped=False):
-        """Touch the heartbeat every HEARTBEAT_PERIOD_S of real time or of the API's clock;
-        the last beat of a stopped loop says so, and the host treats it as not running."""
-        now_clock = self.api.now()
-        now_real = time.time()
-        clock_moved = self.last_beat_clock is None or now_clock - self.last_beat_clock >= HEARTBEAT_PERIOD_S
-        if force or clock_moved or now_real - self.last_beat_real >= HEARTBEAT_PERIOD_S:
+    def beat_loop(self, server):
+        """Rewrite the heartbeat every heartbeat_s of real time while the serving thread lives (also during jobs)."""
+        while self.serving and thread_alive(server):
+            time.sleep(self.heartbeat_s)
+            self.beat(False)
+
+    def beat(self, stopped):
+        """Write the heartbeat with a new sequence number; once stopped, no live beat follows."""
+        now = self.api.now()  # (hangs while a simulated TopSpin is frozen: then no beat, as in a frozen TopSpin)
+        self.beat_lock.acquire()
+        try:
+            if not stopped and not self.serving:
+                return
             self.heartbeat_seq += 1
-            write_json_atomic(self.heartbeat_path, {"time": now_clock, "seq": self.heartbeat_seq,
-                                                    "stopped": stopped})
-            self.last_beat_clock = now_clock
-            self.last_beat_real = now_real
+            write_text_atomic(self.heartbeat_path, self.json.dumps({
+                "seq": self.heartbeat_seq, "time": now, "stopped": bool(stopped),
+                "topspin_version": self.topspin_version, "python_version": self.python_version,
+                "interpreter": sys.platform.startswith("java") and "Jython" or "CPython"}, sort_keys=True))
+        finally:
+            self.beat_lock.release()
 
     def run_pending(self):
         """Execute every job file present; return True when at least one ran."""
-        names = sorted(n for n in os.listdir(self.jobs_dir) if n.endswith(".json"))
+        names = sorted([n for n in os.listdir(self.jobs_dir) if n.endswith(".json")])
         for name in names:
             path = os.path.join(self.jobs_dir, name)
             try:
-                handle = open(path)
-                try:
-                    job = json.loads(handle.read())
-                finally:
-                    handle.close()
+                job = self.json.loads(read_text(path) or "")
                 os.remove(path)
             except (IOError, OSError, ValueError):
                 continue  # withdrawn by the host or half-visible; the host retries or times out
             result = self.execute(job)
-            write_json_atomic(os.path.join(self.results_dir, name), result)
-            self.beat(False)
+            write_text_atomic(os.path.join(self.results_dir, name), self.json.dumps(result, sort_keys=True))
         return bool(names)
 
     def execute(self, job):
-        """Run one job and turn its outcome (or TopSpin's error message) into a result dict."""
+        """Run one job and turn its outcome (or TopSpin's error message) into a result dict; a kill propagates."""
         result = {"id": job.get("id"), "op": job.get("op")}
         handler = getattr(self, "op_" + str(job.get("op")), None)
         if handler is None:
@@ -225,7 +365,10 @@ class Automation(object):
             return result
         try:
             result.update(ok=True, value=handler(job.get("args") or {}))
-        except CAUGHT_ERRORS as exc:  # the host needs TopSpin's message, whatever raised it
+        except CAUGHT_ERRORS:  # the host needs TopSpin's message, whatever raised it (Python or Java)
+            exc = sys.exc_info()[1]
+            if is_kill(exc):
+                raise
             message = "%s: %s" % (type(exc).__name__, exc)
             result.update(ok=False, error=message, kind=failure_kind(message))
         return result
@@ -247,99 +390,149 @@ class Automation(object):
         self.api.RE(dataset)
         return dataset
 
-    def ser_state(self, path):
-        """Return (bytes present, bytes a complete ser needs) from acqus/acqu2s TD and TD1."""
-        ser = os.path.join(path, "ser")
-        present = os.path.getsize(ser) if os.path.exists(ser) else 0
-        td = int(float(self.api.GETPAR("TD")))
-        td1 = int(float(self.api.GETPAR("1 TD")))
-        blocks = (td + POINTS_PER_BLOCK - 1) // POINTS_PER_BLOCK
-        return present, td1 * blocks * POINTS_PER_BLOCK * BYTES_PER_POINT
+    def acq_paths(self, dataset):
+        """(result, taken) files recording the zg of one dataset, in the automation folder."""
+        stem = os.path.join(self.acq_dir, "%s.%s" % (dataset[0], dataset[1]))
+        return stem + ".result", stem + ".taken"
+
+    def copy_parameters(self, source, target):
+        """Copy a dataset's parameter files (acqu*, proc*) into target; the status files (acqu*s) start as a
+        copy of the parameters; fid, ser, pulseprogram, audit trail and title are never copied."""
+        made = not os.path.isdir(target)
+        if made:
+            os.makedirs(target)
+        for name in PARAM_FILES:
+            if os.path.isfile(os.path.join(source, name)):
+                shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+                shutil.copyfile(os.path.join(source, name), os.path.join(target, name + "s"))
+        if not os.path.isfile(os.path.join(target, "acqu")):
+            if made:
+                shutil.rmtree(target)
+            raise RuntimeError("template %s has no acqu parameter file" % source)
+        pdata_source = os.path.join(source, "pdata", "1")
+        pdata_target = os.path.join(target, "pdata", "1")
+        if not os.path.isdir(pdata_target):
+            os.makedirs(pdata_target)
+        for name in PROC_FILES:
+            if os.path.isfile(os.path.join(pdata_source, name)):
+                shutil.copyfile(os.path.join(pdata_source, name), os.path.join(pdata_target, name))
+                shutil.copyfile(os.path.join(pdata_source, name), os.path.join(pdata_target, name + "s"))
+
+    def probe(self):
+        """RE the probe dataset (created from the current dataset's parameters on first use) and return it."""
+        dataset = [PROBE_DATASET, "1", "1", self.data_dir]
+        path = self.expno_path(dataset)
+        if not os.path.isfile(os.path.join(path, "acqu")):
+            start = self.start_dataset
+            self.copy_parameters(os.path.join(start[3], start[0], start[1]), path)
+        self.api.RE(dataset)
+        return dataset
 
     # ---- ops --------------------------------------------------------------------------
     def op_ping(self, args):
-        """Answer with this side's clock time."""
-        return {"time": self.api.now()}
+        """Answer with this side's clock time and versions."""
+        return {"time": self.api.now(), "topspin_version": self.topspin_version,
+                "python_version": self.python_version}
 
     def op_create(self, args):
-        """Create name/expno with the template's (or the current dataset's) parameters via wrpa."""
+        """Create name/expno with the parameters of the template (or of the dataset open when the script was
+        started); never its fid/ser (TopSpin's wrpa would copy the raw data too)."""
         dataset = self.dataset(args)
         path = self.expno_path(dataset)
         if has_data(path):
             raise RuntimeError("expno %s already holds data; refusing to overwrite" % path)
         template = args.get("template")
         if template:
-            self.api.RE(self.dataset({"name": template[0], "expno": template[1]}))
-        command = "wrpa %s %s %s %s" % (dataset[0], dataset[1], dataset[2], dataset[3])
-        self.api.XCMD(command, True)
+            source = self.expno_path(self.dataset({"name": template[0], "expno": template[1]}))
+        else:
+            start = self.start_dataset
+            source = os.path.join(start[3], start[0], start[1])
+        if os.path.abspath(source) == os.path.abspath(path):
+            raise RuntimeError("cannot create %s from itself" % path)
+        self.copy_parameters(source, path)
         self.api.RE(dataset)
         return path
 
     def op_set_params(self, args):
-        """PUTPAR every given parameter into name/expno."""
+        """PUTPAR every given parameter into name/expno (acqu: the current parameters)."""
         self.open_dataset(args)
         for key in sorted(args["params"]):
             self.api.PUTPAR(topspin_name(key), str(args["params"][key]))
         return None
 
+    def op_set_title(self, args):
+        """Write name/expno/pdata/1/title, the file TopSpin's setti edits."""
+        dataset = self.open_dataset(args)
+        folder = os.path.join(self.expno_path(dataset), "pdata", "1")
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+        write_text_atomic(os.path.join(folder, "title"), args["title"].rstrip("\n") + "\n")
+        return None
+
     def op_get_param(self, args):
-        """GETPAR one parameter of name/expno."""
+        """GETPAR one current (acqu) parameter of name/expno."""
         self.open_dataset(args)
         return str(self.api.GETPAR(topspin_name(args["key"])))
 
+    def op_get_param_status(self, args):
+        """GETPARSTAT one status (acqus) parameter of name/expno."""
+        self.open_dataset(args)
+        return str(self.api.GETPARSTAT(topspin_name(args["key"])))
+
     def op_start(self, args):
-        """Start zg on name/expno in a background thread; return once it has taken the dataset."""
+        """Start zg on name/expno in its own TopSpin command thread (EXEC_PYSCRIPT); return once that thread
+        has opened the dataset (or failed)."""
         dataset = self.open_dataset(args)
         path = self.expno_path(dataset)
-        running = self.acquisitions.get(path)
-        if running is not None and running["thread"].is_alive():
+        result_path, taken_path = self.acq_paths(dataset)
+        if read_text(taken_path) == self.session and not os.path.exists(result_path):
             raise RuntimeError("acquisition already running in %s" % path)
         if has_data(path):
             raise RuntimeError("expno %s already holds data; refusing to overwrite" % path)
-        record = {"error": None}
-
-        def run_zg():
-            # XCMD("zg", WAIT_TILL_DONE) may return before the end on some TopSpin versions:
-            # the status op therefore also checks that ser is complete.
-            try:
-                self.api.XCMD("zg", True)
-            except CAUGHT_ERRORS as exc:
-                record["error"] = "%s" % (exc,)
-
-        record["thread"] = threading.Thread(target=run_zg, name="exsylab-zg")
-        record["thread"].daemon = True
-        self.acquisitions[path] = record
-        record["thread"].start()
-        # Only return once zg has taken this dataset (TopSpin creates ser at the start), so that
-        # the next job's RE cannot change the dataset under a zg that has not begun yet.
-        ser = os.path.join(path, "ser")
+        for stale in (result_path, taken_path):
+            if os.path.exists(stale):
+                os.remove(stale)
+        kill_check = "False"
+        if KILL_ERRORS:
+            kill_check = "isinstance(sys.exc_info()[1], __import__('java.lang').lang.ThreadDeath)"
+        self.api.EXEC_PYSCRIPT(ZG_SCRIPT % {"dataset": dataset, "result_path": result_path,
+                                            "taken_path": taken_path, "session": self.session,
+                                            "kill_check": kill_check})
         deadline = time.time() + ZG_START_TIMEOUT_S
-        while record["thread"].is_alive() and not os.path.exists(ser):
+        while not os.path.exists(taken_path) and not os.path.exists(result_path):
             if time.time() > deadline:
                 raise RuntimeError("zg did not start in %s within %.0f s" % (path, ZG_START_TIMEOUT_S))
             time.sleep(0.001)
-        if record["error"]:
-            raise RuntimeError(record["error"])
         return path
 
     def op_status(self, args):
-        """Report idle/running/done/failed for name/expno (done means ser is complete)."""
+        """Report idle/running/done/failed for name/expno from zg's own result (XCMD getResult())."""
         dataset = self.open_dataset(args)
         path = self.expno_path(dataset)
-        present, needed = self.ser_state(path)
-        record = self.acquisitions.get(path)
+        result_path, taken_path = self.acq_paths(dataset)
         state = {"path": path, "kind": None, "scans_done": None}
-        if record is not None and record["error"]:
-            state.update(state="failed", message=record["error"], kind=failure_kind(record["error"]))
-        elif present == needed and needed > 0:
-            state.update(state="done", message="ser complete (%d bytes)" % present)
-        elif record is not None:
-            state.update(state="running", message="ser %d of %d bytes" % (present, needed))
-        elif present > 0:
+        text = read_text(result_path)
+        if text is not None:
+            code, _, message = text.partition("\n")
+            failed = code == "error"
+            if not failed and code not in ("None", ""):
+                try:
+                    failed = int(float(code)) < 0
+                except ValueError:
+                    failed = True
+            if failed:
+                message = "zg failed in %s (XCMD result %s): %s" % (path, code, message)
+                state.update(state="failed", message=message, kind=failure_kind(message))
+            else:
+                state.update(state="done", message="zg finished (XCMD result %s)" % code)
+        elif read_text(taken_path) == self.session:
+            state.update(state="running", message="zg running in %s" % path)
+        elif os.path.exists(taken_path):
             state.update(state="failed", kind="acq_error",
-                         message="incomplete ser (%d of %d bytes) from an earlier session" % (present, needed))
+                         message="zg in %s was started by an earlier run of exsylab_automation and left no result "
+                                 "(TopSpin or the script restarted during the acquisition)" % path)
         else:
-            state.update(state="idle", message="no acquisition started in this session")
+            state.update(state="idle", message="no acquisition started in %s by exsylab" % path)
         return state
 
     def op_stop(self, args):
@@ -348,22 +541,29 @@ class Automation(object):
         return None
 
     def op_mas_rate(self, args):
-        """The MAS rate in Hz."""
-        return float(self.api.MASR())
+        """The MAS rate measured now: masg, then the status parameter MASR, in Hz."""
+        self.probe()
+        self.api.XCMD("masg", True)
+        return float(self.api.GETPARSTAT("MASR"))
 
     def op_teset(self, args):
         """Set the VT target in K."""
-        self.api.TESET(float(args["temperature_k"]))
+        self.probe()
+        self.api.XCMD("teset %.2f" % float(args["temperature_k"]), True)
         return None
 
     def op_teget(self, args):
-        """The sample temperature in K."""
-        return float(self.api.TEGET())
+        """The temperature the VT unit measures now: teget, then the status parameter TE, in K."""
+        self.probe()
+        self.api.XCMD("teget", True)
+        return float(self.api.GETPARSTAT("TE"))
 
 
 def parse_args(argv):
-    """Options: --automation DIR, --data DIR, --poll S, --announce yes|no, --sim-kernel HOST:PORT (simulator only)."""
-    options = {"automation": DEFAULT_AUTOMATION_DIR, "data": None, "poll": "0.05", "announce": "yes", "sim-kernel": None}
+    """Options: --automation DIR, --data DIR, --poll S, --heartbeat S, --announce yes|no,
+    --sim-kernel HOST:PORT (simulator only)."""
+    options = {"automation": DEFAULT_AUTOMATION_DIR, "data": None, "poll": "0.05", "heartbeat": str(HEARTBEAT_PERIOD_S),
+               "announce": "yes", "sim-kernel": None}
     index = 0
     while index < len(argv):
         key = argv[index].lstrip("-")
@@ -374,11 +574,13 @@ def parse_args(argv):
     return options
 
 
-def main(argv=None, namespace=None, api=None):
-    """Pick the API (an injected simulator object, the simulator kernel when --sim-kernel is
-    given, else TopSpin's builtins) and serve until stopped."""
-    options = parse_args(sys.argv[1:] if argv is None else argv)
-    namespace = globals() if namespace is None else namespace
+def main(argv=None, namespace=None, api=None, version_info=None):
+    """Refuse a too-old interpreter; pick the API (an injected simulator object, the simulator kernel when
+    --sim-kernel is given, else TopSpin's builtins) and serve until stopped."""
+    options = parse_args(argv is None and sys.argv[1:] or argv or [])
+    version_info = version_info or sys.version_info
+    if namespace is None:
+        namespace = globals()
     if api is not None:
         pass
     elif options["sim-kernel"]:
@@ -389,12 +591,18 @@ def main(argv=None, namespace=None, api=None):
         api = TopSpinBuiltins(namespace)
     else:
         raise RuntimeError("no TopSpin API: run inside TopSpin or give --sim-kernel HOST:PORT")
+    refusal = too_old(version_info)
+    if refusal is not None:
+        write_refusal(options["automation"], refusal, version_info, str(api.topspin_version()))
+        sys.stdout.write("exsylab automation: %s\n" % refusal)
+        return
     data_dir = options["data"]
     if data_dir is None:
         data_dir = api.CURDATA()[3]
     if options["announce"] != "no":  # on TopSpin's console; the in-process simulator stays quiet
-        print("exsylab automation: serving %s (data %s)" % (options["automation"], data_dir))
-    Automation(api, options["automation"], data_dir, float(options["poll"])).serve()
+        sys.stdout.write("exsylab automation: serving %s (data %s)\n" % (options["automation"], data_dir))
+    Automation(api, options["automation"], data_dir, float(options["poll"]), float(options["heartbeat"]),
+               version_info).serve()
 
 
 if __name__ == "__main__":
