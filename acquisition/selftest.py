@@ -108,12 +108,15 @@ def _instrument_label(role: str) -> str:
 
 
 def _check_runtime(runtime: StationRuntime, checks: _Checks) -> None:
-    if runtime.spectrometer is not None:
+    """The deeper checks, for each instrument that passed its preflight (`runtime.summaries`)."""
+    passed = runtime.summaries
+    if runtime.spectrometer is not None and "spectrometer" in passed:
         _check_topspin(runtime.spectrometer, checks)
-    if runtime.vt is not None and runtime.station.vt is not None:
+    if runtime.vt is not None and runtime.station.vt is not None and "vt" in passed:
         _check_vt(runtime.vt, checks)
     for name, smu in runtime.cyclers.items():
-        _check_cycler(name, smu, runtime.station.cyclers[name], checks)
+        if f"cycler:{name}" in passed:
+            _check_cycler(name, smu, runtime.station.cyclers[name], checks)
 
 
 def _check_topspin(driver: TopSpinDriver, checks: _Checks) -> None:
