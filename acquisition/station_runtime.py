@@ -235,8 +235,7 @@ def open_role(runtime: StationRuntime, role: Role, ctx: OpenContext) -> None:
         summary = driver.preflight(ctx.templates) if role.kind == "spectrometer" else driver.preflight()
     except InstrumentError as exc:
         raise PreflightRefused(role.field, role.address, str(exc)) from None
-    runtime.summaries[role.name] = summary
-    log.info("preflight %s (%s): %s", role.name, role.address, summary)
+    runtime.summaries[role.name] = summary  # the run logs it into its own run.log
 
 
 def _attach(runtime: StationRuntime, role: Role, driver: Any) -> None:
