@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/exsylab demo --out demo-out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4  # 4 workers: most tests wait on wires, not the CPU
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -76,7 +76,7 @@ def test_a_topspin_side_that_is_not_running_is_refused(tmp_path: Path) -> None:
     station = _station(tmp_path, f"""\
         kind: station
         name: bench without TopSpin
-        spectrometer: {{automation_dir: {tmp_path}/automation, data_dir: {tmp_path}/data}}
+        spectrometer: {{automation_dir: {tmp_path}/automation, data_dir: {tmp_path}/data, heartbeat_timeout: 2 s}}
         vt:
           port: sim://vt
           limits: {{min: 173 K, max: 423 K, max_ramp: 5 K/min}}
