@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
+from common.topspin_names import MAX_EXPNO, dataset_name_problem, expno_problem
 from drivers.bruker_params import expno_has_data
 from drivers.errors import InstrumentConfigurationError, InstrumentError, InstrumentUnreachable
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 JOBS_DIR = "jobs"
 RESULTS_DIR = "results"
 HEARTBEAT_FILE = "heartbeat.json"
-MAX_EXPNO = 99999
 _RESTART_GRACE_REAL_S = 2.0  # how long a heartbeat marked stopped is watched for a restarted script
 MIN_PYTHON = (2, 7)  # TopSpin >= 3.5 ships Jython 2.7; older TopSpin ships Jython 2.5 (see docs/dialects/topspin.md)
 # exsylab names (D8, TD1) or TopSpin's own spelling ("D 8", "1 TD", "PLdB 1", "1 FnMODE")
@@ -115,11 +115,10 @@ class AcquisitionStatus:
 
 
 def check_dataset_name(name: str) -> str:
-    """Return `name` if it is a plain folder name; refuse separators, '..', absolute paths."""
-    if (not isinstance(name, str) or not name or "/" in name or "\\" in name or ".." in name
-            or "\x00" in name or name.startswith("~") or os.path.isabs(name) or name.strip() != name):
-        raise InvalidDataset(f"TopSpin: refused dataset name {name!r} (path separators, '..', "
-                             "absolute path or surrounding blanks)")
+    """Return `name` if it is a safe TopSpin dataset name (it cannot leave the data folder)."""
+    problem = dataset_name_problem(name)
+    if problem:
+        raise InvalidDataset(f"TopSpin: refused dataset name: {problem}")
     return name
 
 
@@ -132,8 +131,9 @@ def check_param_name(key: str) -> str:
 
 def check_expno(expno: int) -> int:
     """Return `expno` if it is an int within TopSpin's 1..99999."""
-    if isinstance(expno, bool) or not isinstance(expno, int) or not 1 <= expno <= MAX_EXPNO:
-        raise InvalidDataset(f"TopSpin: expno {expno!r} outside 1..{MAX_EXPNO}")
+    problem = expno_problem(expno)
+    if problem:
+        raise InvalidDataset(f"TopSpin: {problem}")
     return expno
 
 

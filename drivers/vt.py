@@ -7,12 +7,12 @@ station's probe limits are checked here, before any backend writes anything.
 
 from __future__ import annotations
 
-import bisect
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from common.calibration import interpolate
 from drivers.clock import Clock
 from drivers.errors import InstrumentConfigurationError, InstrumentError, InstrumentUnreachable
 
@@ -95,21 +95,11 @@ class MasCalibration:
 
     def sample_k(self, setpoint_k: float) -> float:
         """Sample temperature reached at steady state for this set point (sensor reading)."""
-        return _interpolate(self.points, setpoint_k)
+        return interpolate(self.points, setpoint_k)
 
     def setpoint_k(self, sample_k: float) -> float:
         """Set point that brings the sample to `sample_k` at steady state."""
-        return _interpolate(tuple((t, s) for s, t in self.points), sample_k)
-
-
-def _interpolate(points: tuple[tuple[float, float], ...], x: float) -> float:
-    """Piecewise-linear y(x) through sorted points, end segments extended."""
-    if len(points) == 1:
-        return x + (points[0][1] - points[0][0])
-    xs = [p[0] for p in points]
-    i = min(max(bisect.bisect_right(xs, x) - 1, 0), len(points) - 2)
-    (x0, y0), (x1, y1) = points[i], points[i + 1]
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return interpolate(tuple((t, s) for s, t in self.points), sample_k)
 
 
 @dataclass(frozen=True)
