@@ -7,7 +7,7 @@ import re
 MAX_EXPNO = 99999
 """TopSpin's experiment numbers run 1..99999."""
 MAX_DATASET_NAME_CHARS = 64
-_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")  # \Z: no trailing newline either
 
 
 def dataset_name_problem(name: object) -> str | None:
