@@ -275,7 +275,8 @@ class CyclerChannel:
             if reason:  # run_step's handler switches the channel off
                 message = f"cycler {self.name}: safety stop: {reason}"
                 log.error(message)
-                result = StepResult("safety", elapsed, cap, sample.voltage_v, samples, message)
+                result = StepResult(ended_by="safety", duration_s=elapsed, capacity_ah=cap,
+                                    final_voltage_v=sample.voltage_v, samples=samples, message=message)
                 raise CyclerSafetyTrip(message, result)
             ended = self._ended_by(spec, sign, sample.voltage_v, cap, elapsed, should_stop)
             if ended:
@@ -283,7 +284,8 @@ class CyclerChannel:
                     self.off()
                 else:  # nothing flows between steps (after a discharge the output goes off)
                     self.smu.source_current(0.0, voltage_min_v=window_v[0], voltage_max_v=window_v[1])
-                return StepResult(ended, elapsed, cap, sample.voltage_v, samples)
+                return StepResult(ended_by=ended, duration_s=elapsed, capacity_ah=cap,
+                                  final_voltage_v=sample.voltage_v, samples=samples)
             wait = self._next_interval(spec, sign, sample, cap, elapsed, slope_v_s)
             prev = sample
             self.clock.sleep(wait)

@@ -1,23 +1,34 @@
-"""Plans are data: an ordered list of plain, serialisable steps, each with its time estimate."""
+"""Plans are data: an ordered list of plain, serialisable steps, each with its time estimate.
+
+A step kind is a subclass of `Step` with its own `kind` literal and payload; a plan holds any of
+them (a new kind needs no list here), and each lane declares the kinds it executes.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 
-class _Step(BaseModel):
+class Step(BaseModel):
+    """What every step has: where it sits in the plan, which lane runs it, and its time estimate."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: str
     index: int = Field(description="position in the plan, 0-based; the journal's key")
     lane: str = Field(description="the instrument line this step runs on: 'nmr' or 'cycler:<channel>'")
     protocol: str = Field(description="name of the protocol the step comes from")
     label: str
     estimate_s: float = Field(ge=0)
 
+    def record_params(self) -> dict[str, Any]:
+        """The kind-specific parameters a dataset record carries (the journal's params column)."""
+        return {}
 
-class MoveTemperature(_Step):
+
+class MoveTemperature(Step):
     kind: Literal["move_temperature"] = "move_temperature"
     temperature_k: float = Field(description="sample temperature to move to")
     from_k: float
@@ -68,13 +79,13 @@ class PointPolicy(_Part):
     on_stop: Literal["halt", "finish"] = "halt"
 
 
-class WaitStable(_Step):
+class WaitStable(Step):
     kind: Literal["wait_stable"] = "wait_stable"
     temperature_k: float
     stability: Stability
 
 
-class Acquire2D(_Step):
+class Acquire2D(Step):
     kind: Literal["acquire_2d"] = "acquire_2d"
     dataset: str
     expno: int
@@ -86,12 +97,11 @@ class Acquire2D(_Step):
     stability: Stability
     policy: PointPolicy
 
-    def record_params(self) -> dict[str, float]:
-        """The kind-specific parameters a dataset record carries (the journal's params column)."""
+    def record_params(self) -> dict[str, Any]:
         return {"mixing_time_s": self.mixing_time_s}
 
 
-class CyclerStep(_Step):
+class CyclerStep(Step):
     kind: Literal["cycler_step"] = "cycler_step"
     channel: str
     cell: str
@@ -110,9 +120,6 @@ class CyclerStep(_Step):
     on_resume: Literal["continue", "restart-step"] = "continue"
 
 
-Step = Annotated[Union[MoveTemperature, WaitStable, Acquire2D, CyclerStep], Field(discriminator="kind")]
-
-
 class Plan(BaseModel):
     """The compiled plan of a run: every lane's steps and the run's time estimate."""
 
@@ -120,7 +127,7 @@ class Plan(BaseModel):
 
     protocols: list[str]
     station: str
-    steps: list[Step]
+    steps: list[SerializeAsAny[Step]]
 
     @property
     def lanes(self) -> dict[str, list[Step]]:
