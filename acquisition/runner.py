@@ -37,6 +37,12 @@ class StepFailed(Exception):
         self.detail = detail or {}
 
 
+def _internal_error(lane: str, step: Step, exc: Exception) -> StepFailed:
+    """An unexpected exception in a step, logged with its traceback, as a lane-fatal StepFailed."""
+    log.error("lane %s: step %d raised %r\n%s", lane, step.index, exc, traceback.format_exc())
+    return StepFailed(f"internal error: {type(exc).__name__}: {exc}", detail={"error_type": type(exc).__name__})
+
+
 class StopRequested(Exception):
     """The user asked the run to stop; the current step was ended safely."""
 
@@ -211,27 +217,18 @@ class Runner:
                 commit((step.index, "pending", {"stopped": True}))
                 self._safe(lane)
                 return LaneResult(lane, "stopped", "stopped by the user", done)
-            except StepFailed as exc:
+            except Exception as exc:  # StepFailed, or a bug / unforeseen fault: the step fails, the lane is made safe
+                failure = exc if isinstance(exc, StepFailed) else _internal_error(lane, step, exc)
                 self._safe(lane)
-                commit((step.index, "failed", {"error": str(exc), **exc.detail}))
+                commit((step.index, "failed", {"error": str(failure), **failure.detail}))
                 self._on_step(step, "failed")
                 self.notifier.notify({"event": "step failed", "lane": lane, "step": step.index,
-                                      "label": step.label, "error": str(exc)})
-                if exc.lane_fatal:
+                                      "label": step.label, "error": str(failure)})
+                if failure.lane_fatal:
                     self._skip_rest(lane, steps, step.index, f"lane stopped after step {step.index} failed")
-                    return LaneResult(lane, "failed", str(exc), done)
-                failures.append(f"step {step.index}: {exc}")
+                    return LaneResult(lane, "failed", str(failure), done)
+                failures.append(f"step {step.index}: {failure}")
                 continue
-            except Exception as exc:  # a bug or an unforeseen fault: the step fails, the lane stops safely
-                log.error("lane %s: step %d raised %r\n%s", lane, step.index, exc, traceback.format_exc())
-                self._safe(lane)
-                message = f"internal error: {type(exc).__name__}: {exc}"
-                commit((step.index, "failed", {"error": message, "error_type": type(exc).__name__}))
-                self._on_step(step, "failed")
-                self.notifier.notify({"event": "step failed", "lane": lane, "step": step.index,
-                                      "label": step.label, "error": message})
-                self._skip_rest(lane, steps, step.index, f"lane stopped after step {step.index} failed")
-                return LaneResult(lane, "failed", message, done)
             except BaseException:
                 commit()
                 raise
