@@ -108,13 +108,13 @@ def _judge(t1: float, err: float, amplitude: float, delays: np.ndarray) -> str:
         return f"T1 {t1:.3g} s is not positive"
     if amplitude <= 0:
         return "no recovering signal (amplitude <= 0)"
-    if err > t1:
-        return f"T1 {t1:.3g} s has a standard error {err:.3g} s larger than itself"
     if t1 > 3 * delays.max():
         return f"T1 {t1:.3g} s beyond 3 x the longest delay {delays.max():.3g} s: the recovery is not sampled"
     positive = delays[delays > 0]
     if positive.size and t1 < positive.min() / 3:
         return f"T1 {t1:.3g} s below a third of the shortest delay {positive.min():.3g} s: the recovery is not sampled"
+    if err > t1:
+        return f"T1 {t1:.3g} s has a standard error {err:.3g} s larger than itself"
     return ""
 
 
