@@ -164,3 +164,36 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
         save_exsy_figure(plot, longest, shifts, names, box_half_widths_ppm(shifts), buildups, result, fit_model)
         result["plot"] = str(plot)
     return result
+
+
+def analyze_t1(expno_dir: Path | str, sites: None | str | list[float] = None, *, integration: str = "lineshape",
+               plot: Path | str | None = None) -> dict:
+    """T1 per site of one saturation- or inversion-recovery dataset (the JSON of `exsylab analyze t1`)."""
+    from analysis.t1 import fit_t1, t1_json
+
+    parsed = parse_sites(sites, min_sites=1) if isinstance(sites, str) or sites is None else [float(s) for s in sites]
+    fit = fit_t1(expno_dir, None if isinstance(parsed, str) else parsed, integration=integration)
+    result = t1_json(fit)
+    if plot is not None:
+        from analysis.plots import save_t1_figure
+        save_t1_figure(plot, fit)
+        result["plot"] = str(plot)
+    return result
+
+
+def analyze_spectra(paths: list[Path | str], *, ppm_range: tuple[float, float] | None = None,
+                    plot: Path | str | None = None) -> dict:
+    """1D spectra (one per temperature): temperature, D1, NS and peaks of each; the overlay figure on request."""
+    from analysis.spectrum_1d import find_peaks_ppm, process_1d
+
+    if not paths:
+        raise AnalysisInputError("no datasets given")
+    spectra = [process_1d(p) for p in paths]
+    result: dict = {"spectra": [{"path": str(s.path), "expno": s.expno, "temperature_k": s.temperature_k,
+                                 "nucleus": s.nucleus, "d1_s": s.d1_s, "ns": s.ns,
+                                 "peaks_ppm": find_peaks_ppm(s.ppm, s.data)} for s in spectra]}
+    if plot is not None:
+        from analysis.plots import save_spectra_overlay
+        save_spectra_overlay(plot, spectra, ppm_range)
+        result["plot"] = str(plot)
+    return result

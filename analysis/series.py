@@ -31,16 +31,16 @@ def parse_expnos(text: str) -> list[int]:
     return expnos
 
 
-def parse_sites(text: str | None) -> str | list[float]:
-    """'auto' or '2.31,1.29,-4.56' -> 'auto' or a list of ppm; AnalysisInputError on bad numbers."""
+def parse_sites(text: str | None, min_sites: int = 2) -> str | list[float]:
+    """'auto' or '2.31,1.29,-4.56' -> 'auto' or a list of at least min_sites distinct ppm values."""
     if text is None or str(text).strip().lower() == "auto":
         return "auto"
     try:
         sites = [float(s) for s in str(text).split(",") if s.strip()]
     except ValueError as exc:
         raise AnalysisInputError(f"--sites: '{text}' is not a comma-separated list of ppm values or 'auto'") from exc
-    if len(sites) < 2 or len(set(sites)) != len(sites):
-        raise AnalysisInputError(f"--sites: '{text}' needs at least two distinct shifts")
+    if len(sites) < min_sites or len(set(sites)) != len(sites):
+        raise AnalysisInputError(f"--sites: '{text}' needs at least {min_sites} distinct shift(s)")
     return sites
 
 
