@@ -191,7 +191,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
         add(WaitStable, label=f"stable at {temperature_k:.1f} K", temperature_k=temperature_k, stability=stability,
             estimate_s=eq.hold_s + settle_s)
         current_k = temperature_k
-        last_t1: int | None = None
+        last_rule: D1Rule | None = None  # the rule fed by the latest T1 of this block
         j = 0
 
         def next_expno() -> int:
@@ -218,23 +218,21 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                 t1 = entry.t1
                 acq = _acquisition_1d(t1, t1.pulse_program)
                 expno = next_expno()
-                last_t1 = add(T1Measurement, label=f"T1 ({t1.method}) {temperature_k:.1f} K -> expno {expno}",
+                last_rule = None if rule is None else D1Rule(factor=rule.factor, min_s=rule.min_s, max_s=rule.max_s,
+                                                             sites_ppm=rule_sites, t1_step=start_index + len(steps))
+                add(T1Measurement, label=f"T1 ({t1.method}) {temperature_k:.1f} K -> expno {expno}",
                               expno=expno, title=f"{p.name}: T1 ({t1.method} recovery), T = {temperature_k:.1f} K",
                               template=_template(t1.template), method=t1.method, delays_s=tuple(t1.delays_s),
                               sites_ppm=fit_ppm, site_names=fit_names if fit_ppm is not None and fit_names else None,
-                              acquisition=acq, **common,
+                              d1_rule=last_rule, acquisition=acq, **common,
                               estimate_s=t1_series_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s,
-                                                     delays_s=t1.delays_s, overhead_s=overhead_s)).index
+                                                     delays_s=t1.delays_s, overhead_s=overhead_s))
                 j, n_acq = j + 1, n_acq + 1
             elif isinstance(entry, ExsyEntry):
                 ex = entry.exsy
                 a = ex.acquisition
-                d1_rule = None
-                d1_s = a.d1_s
-                if rule is not None and last_t1 is not None:
-                    d1_rule = D1Rule(factor=rule.factor, min_s=rule.min_s, max_s=rule.max_s, sites_ppm=rule_sites,
-                                     t1_step=last_t1)
-                    d1_s = rule.max_s  # planned with the maximum until the T1 is measured
+                d1_rule = last_rule
+                d1_s = a.d1_s if d1_rule is None else d1_rule.max_s  # planned with the maximum until T1 is measured
                 nmr = NmrAcquisition(pulprog=a.pulprog, ns=a.ns, ds=a.ds, td1=a.td1, td2=a.td2, d1_s=d1_s,
                                      in0_s=a.t1_increment_s, sw_ppm=a.sw_ppm, sfo1_mhz=a.sfo1_mhz, fn_mode=a.fn_mode,
                                      mas_rate_hz=a.mas_rate_hz)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .plan import PointPolicy, Stability, Step, Template, _Part
+from .plan import D1Rule, PointPolicy, Stability, Step, Template, _Part
 
 
 class Acquisition1D(_Part):
@@ -57,6 +57,7 @@ class T1Measurement(_NmrDatasetStep):
     delays_s: tuple[float, ...] = Field(min_length=2, description="the vdlist, row k of the pseudo-2D after delay k")
     sites_ppm: tuple[float, ...] | None = Field(None, description="sites to fit (ppm); None: the fit finds them")
     site_names: tuple[str, ...] | None = Field(None, description="names of sites_ppm, in the same order")
+    d1_rule: D1Rule | None = Field(None, description="the rule the fit feeds (its D1 goes in the outcome)")
     acquisition: Acquisition1D
 
     def record_params(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class D1Rule(_Part):
     min_s: float = Field(gt=0)
     max_s: float = Field(gt=0)
     sites_ppm: tuple[float, ...] | None = Field(None, description="sites whose T1 count; None: every fitted site")
-    t1_step: int = Field(description="plan index of the T1 step at the same temperature")
+    t1_step: int = Field(description="plan index of the T1 step at the same temperature whose fit sets D1")
 
     def choose(self, fitted: list[tuple[float, float | None, bool]]) -> tuple[float, str]:
         """(D1, "" or why it fell back to max_s) from the fitted sites (shift_ppm, t1_s, fit ok)."""
@@ -130,6 +130,12 @@ class Acquire2D(Step):
 
     def record_params(self) -> dict[str, Any]:
         return {"mixing_time_s": self.mixing_time_s, "d1_s": self.acquisition.d1_s}
+
+    def with_d1(self, d1_s: float) -> "Acquire2D":
+        """This point with another recycle delay, its estimate changed by the (DS + NS x TD1) scans it spans."""
+        a = self.acquisition
+        estimate_s = max(self.estimate_s + (d1_s - a.d1_s) * (a.ds + a.ns * a.td1), 0.0)
+        return self.model_copy(update={"acquisition": a.model_copy(update={"d1_s": d1_s}), "estimate_s": estimate_s})
 
 
 class CyclerStep(Step):
