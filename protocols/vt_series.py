@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 
 from .base import FileModel, Hertz, Kelvin, Seconds
 from .exsy import DatasetName, Equilibration, ExpnoScheme, ExsyAcquisition, MixingTime, TemplateExperiment
@@ -73,7 +73,20 @@ class ExsyEntry(FileModel):
     exsy: ExsySpec
 
 
-Experiment = Union[Spectrum1DEntry, T1Entry, ExsyEntry]
+def _experiment_kind(value: object) -> str | None:
+    """Which experiment an entry is: its one key (spectrum_1d, t1, exsy), so errors name the right fields."""
+    if isinstance(value, dict):
+        return next(iter(value)) if len(value) == 1 else None
+    return next((k for k in EXPERIMENT_KINDS if getattr(value, k, None) is not None), None)
+
+
+EXPERIMENT_KINDS = ("spectrum_1d", "t1", "exsy")
+Experiment = Annotated[
+    Union[Annotated[Spectrum1DEntry, Tag("spectrum_1d")], Annotated[T1Entry, Tag("t1")],
+          Annotated[ExsyEntry, Tag("exsy")]],
+    Discriminator(_experiment_kind, custom_error_type="experiment_kind",
+                  custom_error_message="each experiment is one of spectrum_1d:, t1:, exsy: with its settings"),
+]
 
 
 class RecycleDelay(FileModel):
