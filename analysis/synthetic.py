@@ -44,7 +44,7 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
                          td: int = 2048, td1: int = 32, sw_ppm: float = 40.0, sfo1_mhz: float = 73.578,
                          carrier_ppm: float = -1.0, in0_s: float = 1e-3, linewidth_hz: float = 15.0,
                          noise: float = 0.0, seed: int = 0, grpdly: int = 76, nucleus: str = "6Li",
-                         mixing_param: str = "D8") -> Path:
+                         mixing_param: str = "D8", d1_s: float = 5.0) -> Path:
     """Write one 2D dataset (acqus, acqu2s, ser, pulseprogram) with the given peak volumes."""
     rng = np.random.default_rng(seed)
     bf1 = sfo1_mhz - carrier_ppm * sfo1_mhz * 1e-6
@@ -84,7 +84,7 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
                                  + 1j * rng.standard_normal((td1, int((t2 >= 0).sum()))))
     sw1_ppm = (1.0 / in0_s if fnmode != 3 else 0.5 / in0_s) / sfo1_mhz
     delays = [0.0] * 64
-    delays[1] = 5.0
+    delays[1] = float(d1_s)
     sfo1_mhz, bf1, o1_hz, sw_h, in0_s = map(float, (sfo1_mhz, bf1, o1_hz, sw_h, in0_s))
     common = {"_comments": [], "_coreheader": ["##TITLE= Parameter file, TopSpin 4.1.4", "##JCAMPDX= 5.0"], "SFO1": sfo1_mhz, "BF1": bf1, "O1": o1_hz, "NUC1": nucleus, "PULPROG": "noesyph",
               "BYTORDA": 0, "DTYPA": 2, "TE": float(temperature_k), "NS": 16, "DS": 4}
