@@ -150,7 +150,8 @@ def check_dataset_name(name):
 
 
 def vdlist_text(values_s):
-    """A TopSpin vd list: one delay per line in seconds with the s suffix (e.g. 0.01s); refuses bad delays."""
+    """A TopSpin vd list: one delay per line in seconds, fixed point with the s suffix (e.g. 0.01s); refuses bad
+    delays."""
     if not values_s:
         raise ValueError("refused an empty delay list")
     lines = []
@@ -158,7 +159,8 @@ def vdlist_text(values_s):
         value = float(value)
         if not value >= 0 or value == float("inf"):
             raise ValueError("refused delay %r s (must be a finite number >= 0)" % (value,))
-        lines.append("%.9gs\n" % value)
+        text = ("%.9f" % value).rstrip("0").rstrip(".")  # fixed point (no exponent), down to 1 ns
+        lines.append((text or "0") + "s\n")
     return "".join(lines)
 
 
