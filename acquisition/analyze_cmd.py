@@ -1,4 +1,4 @@
-"""`exsylab analyze exsy|series|cycling`: argument parsing, printing and exit codes (0 ok, 2 refused, 1 failed)."""
+"""`exsylab analyze exsy|series|t1|spectra|cycling`: argument parsing, printing and exit codes (0 ok, 2 refused, 1 failed)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _given_model_options(args: argparse.Namespace) -> dict[str, object]:
 
 def add_analyze_parser(subparsers) -> None:
     """Add the `analyze` subcommand with its exsy, series and cycling actions."""
-    analyze = subparsers.add_parser("analyze", help="analyse EXSY datasets, a run folder or cycler data")
+    analyze = subparsers.add_parser("analyze", help="analyse EXSY, T1 and 1D datasets, a run folder or cycler data")
     actions = analyze.add_subparsers(dest="analyze_action", required=True)
 
     def common_exsy(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,18 @@ def add_analyze_parser(subparsers) -> None:
     series = actions.add_parser("series", help="a run folder with datasets.json")
     series.add_argument("run_dir")
     common_exsy(series)
+    t1 = actions.add_parser("t1", help="T1 per site of a saturation- or inversion-recovery pseudo-2D (ser + vdlist)")
+    t1.add_argument("expno_dir")
+    t1.add_argument("--sites", default=None, help="comma-separated ppm list or 'auto' (default: peaks of the last row)")
+    t1.add_argument("--integration", default="lineshape", choices=["lineshape", "region"],
+                    help="Lorentzian lines fitted per row (default) or a sum over each site's region")
+    t1.add_argument("--json", action="store_true", help="print one JSON object")
+    t1.add_argument("--plot", default=None, help="write the recovery curves to this file (png, pdf)")
+    spectra = actions.add_parser("spectra", help="1D spectra at several temperatures, overlaid")
+    spectra.add_argument("expno_dirs", nargs="+")
+    spectra.add_argument("--ppm-range", default=None, help="HIGH,LOW shift range of the plot in ppm")
+    spectra.add_argument("--json", action="store_true", help="print one JSON object")
+    spectra.add_argument("--plot", default=None, help="write the overlay to this file (png, pdf)")
     cycling = actions.add_parser("cycling", help="a Battery Data Format CSV")
     cycling.add_argument("file")
     cycling.add_argument("--active-mass-g", type=float, default=None)
@@ -69,6 +81,17 @@ def _precheck(args: argparse.Namespace) -> None:
         if not Path(args.file).is_file():
             raise AnalysisInputError(f"{args.file}: file not found")
         return
+    if args.analyze_action == "t1":
+        parse_sites(args.sites, min_sites=1)
+        if not Path(args.expno_dir).is_dir():
+            raise AnalysisInputError(f"{args.expno_dir}: dataset folder not found")
+        return
+    if args.analyze_action == "spectra":
+        _ppm_range(args.ppm_range)
+        for path in args.expno_dirs:
+            if not (Path(path) / "fid").is_file():
+                raise AnalysisInputError(f"{path}: no fid (not a TopSpin 1D dataset folder)")
+        return
     validated_options(get_fit_model(args.model), _given_model_options(args))
     sites = parse_sites(args.sites)
     parse_names(args.names, None if sites == "auto" else len(sites))
@@ -76,6 +99,46 @@ def _precheck(args: argparse.Namespace) -> None:
         expno_paths(args.dataset_dir, args.expnos)
     else:
         series_datasets(args.run_dir)
+
+
+def _ppm_range(text: str | None) -> tuple[float, float] | None:
+    """'HIGH,LOW' -> (high, low) in ppm; None when not given."""
+    if text is None:
+        return None
+    try:
+        high, low = (float(v) for v in text.split(","))
+    except ValueError:
+        raise AnalysisInputError(f"--ppm-range: {text!r} is not two comma-separated shifts in ppm") from None
+    if high == low:
+        raise AnalysisInputError(f"--ppm-range: {text!r} is an empty range")
+    return high, low
+
+
+def _print_t1(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['path']}: {result['method']} recovery, {result['nucleus']}, "
+                        f"{result['temperature_k']:.1f} K, D1 {result['d1_s']:g} s")
+    for col in ("shift / ppm", "T1 / s", "stderr / s", "ok"):
+        table.add_column(col, justify="right")
+    for s in result["sites"]:
+        table.add_row(f"{s['shift_ppm']:.2f}", f"{s['t1_s']:.4g}", f"{s['t1_err_s']:.2g}",
+                      "yes" if s["ok"] else f"no: {s['reason']}")
+    Console().print(table)
+
+
+def _print_spectra(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="1D spectra")
+    for col in ("path", "T / K", "D1 / s", "NS", "peaks / ppm"):
+        table.add_column(col)
+    for s in result["spectra"]:
+        table.add_row(s["path"], f"{s['temperature_k']:.1f}", f"{s['d1_s']:g}", str(s["ns"]),
+                      ", ".join(f"{p:.2f}" for p in s["peaks_ppm"]))
+    Console().print(table)
 
 
 def _print_exsy(result: dict) -> None:
@@ -146,6 +209,10 @@ def run_analyze(args: argparse.Namespace) -> int:
 
         if args.analyze_action == "cycling":
             result = api.analyze_cycling(args.file, args.active_mass_g, plot=args.plot)
+        elif args.analyze_action == "t1":
+            result = api.analyze_t1(args.expno_dir, args.sites, integration=args.integration, plot=args.plot)
+        elif args.analyze_action == "spectra":
+            result = api.analyze_spectra(args.expno_dirs, ppm_range=_ppm_range(args.ppm_range), plot=args.plot)
         elif args.analyze_action == "exsy":
             result = api.analyze_exsy(args.dataset_dir, args.expnos, args.sites, args.names, args.model,
                                       args.mixing_param, method=args.method,
@@ -168,6 +235,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(_json_safe(result), allow_nan=False))
     elif args.analyze_action == "cycling":
         _print_cycling(result)
+    elif args.analyze_action in ("t1", "spectra"):
+        (_print_t1 if args.analyze_action == "t1" else _print_spectra)(result)
     else:
         _print_exsy(result)
     return 0

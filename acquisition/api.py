@@ -15,7 +15,7 @@ from analysis.errors import AnalysisInputError
 from drivers.clock import Clock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
-from protocols.plan import Acquire2D, CyclerStep, Step
+from protocols.plan import CyclerStep, Step
 from protocols.station import StationSpec
 
 from . import control as control_mod
@@ -24,7 +24,7 @@ from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .control import Control, RunLock, runner_alive
 from .cycler_lane import CyclerLane, limits_of
 from .journal import Journal
-from .nmr_lane import NmrLane, planned_collisions
+from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
 from .notify import Notifier
 from .progress import ProgressView, eta_from_records
 from .report import write_report
@@ -243,7 +243,7 @@ def build_lanes(plan: Plan, runtime: StationRuntime, folder: RunFolder,
 
 def _refuse_collisions(root: Path, plan: Plan, station: StationSpec, started: set[int]) -> None:
     """An expno of a step yet to run that already holds data is refused before any instrument is opened."""
-    acquisitions = [s for s in plan.steps if isinstance(s, Acquire2D) and s.index not in started]
+    acquisitions = [s for s in plan.steps if isinstance(s, ACQUISITION_STEPS) and s.index not in started]
     if not acquisitions or station.spectrometer is None:
         return
     _, data_dir = station.spectrometer.folders(root)

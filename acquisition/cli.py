@@ -28,15 +28,43 @@ def print_plan(plan: Plan, console: Console, start: dt.datetime | None = None) -
         table.add_column(column, justify="right" if column in ("#", "estimate", "lane elapsed") else "left")
     elapsed: dict[str, float] = {}
     for step in plan.steps:
+        if step.kind == "move_temperature" and step.index > 0:
+            table.add_section()  # one section per temperature block
         elapsed[step.lane] = elapsed.get(step.lane, 0.0) + step.estimate_s
         table.add_row(str(step.index), step.lane, step.kind, step.label, format_duration(step.estimate_s),
                       format_duration(elapsed[step.lane]))
     console.print(table)
+    for line in _block_summaries(plan):
+        console.print(line, highlight=False, soft_wrap=True)
     for lane, total_s in plan.lane_estimates_s().items():
         console.print(f"lane {lane}: {format_duration(total_s)} ({total_s / 3600:.2f} h)")
     finish = start + dt.timedelta(seconds=plan.total_estimate_s)
     console.print(f"total estimate {format_duration(plan.total_estimate_s)} "
                   f"({plan.total_estimate_s / 3600:.2f} h); expected finish {finish:%Y-%m-%d %H:%M %Z} if started now")
+
+
+def _block_summaries(plan: Plan) -> list[str]:
+    """Per temperature block of the NMR lane: time per step kind, and how EXSY D1 is set."""
+    blocks: list[tuple[float, dict[str, list[float]], str]] = []
+    for step in plan.steps:
+        if step.kind == "move_temperature":
+            blocks.append((getattr(step, "temperature_k"), {}, ""))
+        elif blocks and step.lane == "nmr":
+            temperature_k, kinds, rule = blocks[-1]
+            kinds.setdefault(step.kind, []).append(step.estimate_s)
+            if (d1_rule := getattr(step, "d1_rule", None)) is not None and step.kind == "acquire_2d":
+                rule = (f"EXSY D1 = {d1_rule.factor:g} x T1 within {d1_rule.min_s:g}..{d1_rule.max_s:g} s "
+                        f"(estimated with {d1_rule.max_s:g} s until measured)")
+            blocks[-1] = (temperature_k, kinds, rule)
+    if not any({"spectrum_1d", "t1"} & set(kinds) for _, kinds, _ in blocks):
+        return []
+    names = {"wait_stable": "wait", "spectrum_1d": "1D", "t1": "T1", "acquire_2d": "EXSY"}
+    lines = []
+    for temperature_k, kinds, rule in blocks:
+        parts = [f"{names.get(k, k)}{f' x{len(v)}' if len(v) > 1 else ''} {format_duration(sum(v))}"
+                 for k, v in kinds.items()]
+        lines.append(f"block {temperature_k:.1f} K: " + ", ".join(parts) + (f"; {rule}" if rule else ""))
+    return lines
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""The NMR lane: temperature moves, stability waits and 2D EXSY acquisitions, with VT watching.
+"""The NMR lane: temperature moves, stability waits, 1D spectra, T1 measurements and 2D EXSY, with VT watching.
 
 Never overwrites: an expno that holds data is refused (or skipped to the next free one, by
 policy) before acquisition; a point re-acquired after an excursion or an interrupted
-acquisition goes into a fresh expno and the earlier dataset is kept and marked.
+acquisition goes into a fresh expno and the earlier dataset is kept and marked. A T1 is fitted as
+soon as its dataset is written; an EXSY point with a D1 rule reads that fit from the journal.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from drivers.topspin import (
 from drivers.clock import RealTimer
 from drivers.errors import InstrumentError
 from drivers.vt import TemperatureController
-from protocols.plan import Acquire2D, MoveTemperature, Stability, Step, WaitStable
+from analysis.errors import AnalysisInputError
+from protocols.nmr_steps import Spectrum1D, T1Measurement
+from protocols.plan import SITE_MATCH_PPM, Acquire2D, D1Rule, MoveTemperature, Stability, Step, WaitStable
 from protocols.timing import ramp_s
 
 from .run_folder import write_atomic
@@ -37,9 +40,28 @@ MAX_ACQUISITION_ATTEMPTS = 3
 VT_POLL_S = 10.0  # clock seconds between VT readings while waiting for stability
 EXCURSION_POLL_S = 60.0  # clock seconds between VT readings while an acquisition runs
 TOPSPIN_OUTAGE_POLL_REAL_S = 0.5  # real seconds between heartbeat checks while TopSpin is unreachable
+VDLIST = "vdlist"  # TopSpin's delay-list file in the expno folder (parameter VDLIST names it)
+
+AcquisitionStep = Acquire2D | Spectrum1D | T1Measurement
+ACQUISITION_STEPS = (Acquire2D, Spectrum1D, T1Measurement)  # the step kinds that write a TopSpin expno
 
 
-def planned_collisions(data_dir: Path, steps: list[Acquire2D]) -> list[str]:
+def fit_t1(expno_dir: Path, sites_ppm: tuple[float, ...] | None) -> Any:
+    """analysis.t1.fit_t1 on the dataset just written (imported on first use: the runner need not load scipy)."""
+    from analysis.t1 import fit_t1 as fit
+
+    return fit(expno_dir, list(sites_ppm) if sites_ppm is not None else None)
+
+
+def _site_name(shift_ppm: float, sites_ppm: tuple[float, ...] | None, names: tuple[str, ...] | None) -> str | None:
+    """The protocol's name of the site nearest a fitted shift (within SITE_MATCH_PPM), if it named its sites."""
+    if not sites_ppm or not names:
+        return None
+    distance, name = min((abs(shift_ppm - ppm), name) for ppm, name in zip(sites_ppm, names))
+    return name if distance <= SITE_MATCH_PPM else None
+
+
+def planned_collisions(data_dir: Path, steps: list[AcquisitionStep]) -> list[str]:
     """Planned expnos that already hold data under an 'error' policy: checked before any instrument is opened."""
     problems = []
     for step in steps:
@@ -70,7 +92,8 @@ class NmrLane:
     # ---- LaneExecutor -------------------------------------------------------------------
     def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
         """The step kinds this lane executes, each with its executor (the dispatch table)."""
-        return {"move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire}
+        return {"move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire_exsy,
+                "spectrum_1d": self._acquire, "t1": self._measure_t1}
 
     def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         if ctx.should_stop():
@@ -83,7 +106,7 @@ class NmrLane:
 
     def reconcile(self, step: Step, progress: dict[str, Any], ctx: StepContext) -> str:
         """A step found 'running' on resume: an acquisition that finished counts as done; else redo."""
-        if not isinstance(step, Acquire2D) or "expno" not in progress:
+        if not isinstance(step, ACQUISITION_STEPS) or "expno" not in progress:
             return "redo"
         expno = int(progress["expno"])
         path = self.spectrometer.expno_dir(step.dataset, expno)
@@ -136,7 +159,7 @@ class NmrLane:
         return self.vt.wait_stable(temperature_k, stability.tolerance_k, stability.hold_s, stability.timeout_s,
                                    poll_s=VT_POLL_S)
 
-    def _reestablish_temperature(self, step: Acquire2D, ctx: StepContext) -> None:
+    def _reestablish_temperature(self, step: AcquisitionStep, ctx: StepContext) -> None:
         """After a resume, set and wait for the point's temperature before acquiring (the VT may have reset)."""
         ctx.note("reestablish_temperature", target_k=step.temperature_k)
         self.vt.set_ramp_rate_k_per_min(self.vt.limits.max_ramp_k_per_min)
@@ -144,14 +167,15 @@ class NmrLane:
         self._temperature_established = True
         self._wait_stable(step.temperature_k, step.stability)
 
-    def _fresh_expno(self, step: Acquire2D) -> int:
+    def _fresh_expno(self, step: AcquisitionStep) -> int:
         """A never-used expno for a re-acquisition, above the whole series' planned range."""
         expno = self.spectrometer.next_free_expno(step.dataset, start=step.expno + 1000)
         while (step.dataset, expno) in self._reserved_expnos:
             expno = self.spectrometer.next_free_expno(step.dataset, start=expno + 1)
         return expno
 
-    def _acquire(self, step: Acquire2D, ctx: StepContext) -> dict[str, Any]:
+    def _acquire(self, step: AcquisitionStep, ctx: StepContext, note: str = "") -> dict[str, Any]:
+        """Acquire the step's expno (never overwriting), re-acquiring after excursions and TopSpin outages."""
         expno = step.expno
         path = self.spectrometer.expno_dir(step.dataset, expno)
         tried = [d for d in ctx.journal.datasets() if d["idx"] == step.index and expno_has_data(Path(d["path"]))]
@@ -165,7 +189,7 @@ class NmrLane:
             try:
                 if not self._temperature_established:
                     self._reestablish_temperature(step, ctx)
-                outcome = self._acquire_once(step, expno, ctx)
+                outcome = self._acquire_once(step, expno, ctx, note)
             except TopSpinNotRunning as exc:
                 self._pause_until_topspin_returns(ctx, exc)
                 finished = self._judge_after_outage(step, expno, ctx)
@@ -180,9 +204,71 @@ class NmrLane:
             ctx.note("reacquire", expno=expno, max_deviation_k=outcome["max_deviation_k"], attempt=attempt)
             self._wait_stable(step.temperature_k, step.stability)
             expno = self._fresh_expno(step)
-        raise StepFailed(f"{step.dataset}: the point at {step.temperature_k:.1f} K, tmix {step.mixing_time_s:g} s was "
-                         f"not acquired cleanly in {MAX_ACQUISITION_ATTEMPTS} attempts (temperature excursions or "
+        raise StepFailed(f"{step.dataset}: {step.label} was not acquired cleanly in {MAX_ACQUISITION_ATTEMPTS} attempts (temperature excursions or "
                          "TopSpin outages; see the journal's events)", lane_fatal=False)
+
+    def _acquire_exsy(self, step: Acquire2D, ctx: StepContext) -> dict[str, Any]:
+        """An EXSY point; with a D1 rule its D1 comes from the T1 fitted at its temperature (read from the journal)."""
+        if step.d1_rule is None:
+            return self._acquire(step, ctx)
+        d1_s, fallback = self._d1_from_journal(step.d1_rule, ctx)
+        note = ""
+        if fallback:
+            note = f"D1 {d1_s:g} s (the rule's maximum): {fallback}"
+            ctx.note("d1_fallback", d1_s=d1_s, reason=fallback, t1_step=step.d1_rule.t1_step)
+            log.warning("EXSY %s: %s", step.label, note)
+        outcome = self._acquire(step.with_d1(d1_s), ctx, note=note)
+        return {**outcome, "d1_s": d1_s, "d1_fallback": fallback}
+
+    def _d1_from_journal(self, rule: D1Rule, ctx: StepContext) -> tuple[float, str]:
+        """(D1, "" or why it is the maximum) from the T1 step's outcome in the journal (never lane memory)."""
+        record = next((r for r in ctx.journal.steps() if r.index == rule.t1_step), None)
+        if record is None or record.status != "done":
+            return rule.max_s, f"the T1 step {rule.t1_step} did not finish"
+        fit = record.outcome.get("t1")
+        if fit is None:  # fitted after a resume by an earlier point of this block
+            fit = next((e["detail"] for e in reversed(ctx.journal.events(limit=100_000))
+                        if e["status"] == "t1_measured" and e["detail"].get("t1_step") == rule.t1_step), None)
+        if fit is None:  # done by resume's reconcile (no fit in its outcome): fit the kept dataset, never re-measure
+            datasets = [d for d in ctx.journal.datasets() if d["idx"] == rule.t1_step and d["status"] == "done"]
+            if not datasets:
+                return rule.max_s, f"the T1 step {rule.t1_step} left no complete dataset"
+            fit = self._fit_outcome(Path(datasets[-1]["path"]), None, None, rule)
+            ctx.note("t1_measured", t1_step=rule.t1_step, path=datasets[-1]["path"], **fit)
+        if fit.get("error"):
+            return rule.max_s, f"T1 fit: {fit['error']}"
+        return rule.choose([(s["shift_ppm"], s["t1_s"], s["ok"]) for s in fit["sites"]])
+
+    def _measure_t1(self, step: T1Measurement, ctx: StepContext) -> dict[str, Any]:
+        """Acquire the recovery series, then fit T1 per site at once; the fit and the D1 it gives go in the outcome."""
+        outcome = self._acquire(step, ctx)
+        fit = self._fit_outcome(Path(outcome["path"]), step.sites_ppm, step.site_names, step.d1_rule)
+        ctx.note("t1_measured", temperature_k=step.temperature_k, expno=outcome["expno"], **fit)
+        if fit.get("error") or any(not s["ok"] for s in fit["sites"]):
+            log.warning("T1 at %.1f K: %s", step.temperature_k,
+                        fit.get("error") or "; ".join(f"{s['shift_ppm']:g} ppm: {s['reason']}" for s in fit["sites"]
+                                                      if not s["ok"]))
+        return {**outcome, "temperature_k": step.temperature_k, "t1": fit}
+
+    @staticmethod
+    def _fit_outcome(path: Path, sites_ppm: tuple[float, ...] | None, names: tuple[str, ...] | None,
+                     rule: D1Rule | None) -> dict[str, Any]:
+        """The T1 fit as plain data: per site shift, T1, error, ok, reason; the D1 the rule gives from it."""
+        try:
+            fit = fit_t1(path, sites_ppm)
+        except AnalysisInputError as exc:
+            out: dict[str, Any] = {"method": None, "sites": [], "error": str(exc)}
+        else:
+            out = {"method": fit.method, "error": "", "sites": [
+                {"name": _site_name(float(s.shift_ppm), sites_ppm, names), "shift_ppm": float(s.shift_ppm),
+                 "t1_s": float(s.t1_s) if s.t1_s is not None else None,
+                 "t1_err_s": float(s.t1_err_s) if s.t1_err_s is not None else None, "ok": bool(s.ok),
+                 "reason": s.reason} for s in fit.sites]}
+        if rule is not None:
+            d1_s, fallback = (rule.max_s, f"T1 fit: {out['error']}") if out["error"] else \
+                rule.choose([(s["shift_ppm"], s["t1_s"], s["ok"]) for s in out["sites"]])
+            out.update(d1_s=d1_s, d1_fallback=fallback)
+        return out
 
     def _pause_until_topspin_returns(self, ctx: StepContext, exc: TopSpinNotRunning) -> None:
         """The lane waits, VT holding, until TopSpin's heartbeat is back (or the user stops the run)."""
@@ -200,7 +286,7 @@ class NmrLane:
         ctx.note("resumed", reason="TopSpin's heartbeat is back")
         ctx.notifier.notify({"event": "lane resumed", "lane": "nmr"})
 
-    def _judge_after_outage(self, step: Acquire2D, expno: int, ctx: StepContext) -> dict[str, Any] | None:
+    def _judge_after_outage(self, step: AcquisitionStep, expno: int, ctx: StepContext) -> dict[str, Any] | None:
         """After TopSpin came back: an acquisition that completed is kept as done; a partial one is marked."""
         path = self.spectrometer.expno_dir(step.dataset, expno)
         state: str
@@ -218,12 +304,22 @@ class NmrLane:
             self._record(ctx, step, expno, path, "partial", {}, note="TopSpin unreachable; kept and marked")
         return None
 
-    def _params(self, step: Acquire2D, setpoint_k: float | None) -> dict[str, object]:
-        a = step.acquisition
+    def _params(self, step: AcquisitionStep, setpoint_k: float | None) -> dict[str, object]:
+        """The TopSpin parameters of the step (PARMODE says 1D or 2D, whatever the template was)."""
+        kind: dict[str, object]
+        if isinstance(step, Acquire2D):
+            a = step.acquisition
+            kind = {"PULPROG": a.pulprog, "NS": a.ns, "DS": a.ds, "TD": a.td2, "TD1": a.td1,
+                    "D1": a.d1_s, "D8": step.mixing_time_s, "IN0": a.in0_s, "SW": a.sw_ppm, "SFO1": a.sfo1_mhz,
+                    "1 FnMODE": a.fn_mode, "MASR": a.mas_rate_hz}  # F1's quadrature mode (acqu2); F2's stays 0
+        else:
+            b = step.acquisition
+            kind = {"PULPROG": b.pulprog, "PARMODE": 0, "NS": b.ns, "DS": b.ds, "TD": b.td, "D1": b.d1_s,
+                    "SW": b.sw_ppm, "SFO1": b.sfo1_mhz, "MASR": b.mas_rate_hz}
+            if isinstance(step, T1Measurement):  # a pseudo-2D: one row per delay of the vdlist
+                kind.update({"PARMODE": 1, "TD1": len(step.delays_s)})
         return {
-            "PULPROG": a.pulprog, "NS": a.ns, "DS": a.ds, "TD": a.td2, "TD1": a.td1,
-            "D1": a.d1_s, "D8": step.mixing_time_s, "IN0": a.in0_s, "SW": a.sw_ppm, "SFO1": a.sfo1_mhz,
-            "1 FnMODE": a.fn_mode, "MASR": a.mas_rate_hz,  # F1's quadrature mode (acqu2); F2's stays 0
+            **kind,
             # TE (acqu) is the requested sample temperature; acqus TE records what the VT measured.
             # TITLE becomes pdata/1/title (the driver's set_title); the VT set point goes in it
             "TE": step.temperature_k,
@@ -231,7 +327,7 @@ class NmrLane:
                                    if setpoint_k is not None else ""),
         }
 
-    def _acquire_once(self, step: Acquire2D, expno: int, ctx: StepContext) -> dict[str, Any]:
+    def _acquire_once(self, step: AcquisitionStep, expno: int, ctx: StepContext, note: str = "") -> dict[str, Any]:
         name = step.dataset
         self._reserved_expnos.add((name, expno))
         try:
@@ -240,6 +336,8 @@ class NmrLane:
             raise StepFailed(str(exc)) from exc
         setpoint_k = self.vt.setpoint_k
         self.spectrometer.set_params(name, expno, self._params(step, setpoint_k))
+        if isinstance(step, T1Measurement):  # written as TopSpin does: <expno>/vdlist, VDLIST = vdlist
+            self.spectrometer.write_list(name, expno, VDLIST, step.delays_s)
         sample_start_k = self.vt.read_sample_k()
         started_at = ctx.clock.now()
         ctx.running(expno=expno, path=str(path), started_at=started_at)
@@ -292,7 +390,7 @@ class NmrLane:
             mark_dataset(path, "flagged", f"sample temperature left the band (max deviation "
                                           f"{watch['max_deviation_k']:.2f} K)")
         self._record(ctx, step, expno, path, status, {"sample_k": sample_end_k, "setpoint_k": setpoint_k},
-                     note=f"max deviation {watch['max_deviation_k']:.2f} K")
+                     note="; ".join(n for n in (note, f"max deviation {watch['max_deviation_k']:.2f} K") if n))
         return {"expno": expno, "path": str(path), "sample_start_k": sample_start_k, "sample_end_k": sample_end_k,
                 "setpoint_k": setpoint_k, "flagged": watch["flagged"], "max_deviation_k": watch["max_deviation_k"],
                 "vt_readings": watch["readings"]}
@@ -304,7 +402,7 @@ class NmrLane:
             log.error("stopping the acquisition failed: %s", exc)
         self.make_safe()
 
-    def _record(self, ctx: StepContext, step: Acquire2D, expno: int, path: Path, status: str,
+    def _record(self, ctx: StepContext, step: AcquisitionStep, expno: int, path: Path, status: str,
                 readings: dict[str, Any], note: str = "") -> None:
         ctx.journal.record_dataset(
             dataset=step.dataset, expno=expno, index=step.index, kind=step.kind, path=str(path),

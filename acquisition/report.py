@@ -21,6 +21,7 @@ NOTABLE_EVENTS = {
     "reestablish_temperature": "VT set point sent again after a restart",
     "stop_requested": "stop requested; the running acquisition was let finish",
     "paused": "paused",
+    "d1_fallback": "EXSY recycle delay set to the rule's maximum (no usable T1)",
 }
 
 
@@ -61,6 +62,7 @@ def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -
             lines.append(f"| {d['dataset']}/{d['expno']} | {d['kind']} | {d['temperature_k']:.2f} | {sample} | "
                          f"{params or '-'} | {d['status']} | {d['note'] or ''} |")
         lines.append("")
+    lines += _temperature_table(journal)
     problems = [s for s in steps if s.status in ("failed", "running")]
     unusable = [d for d in datasets if d["status"] in ("partial", "flagged", "failed")]
     lines += ["## What went wrong", ""]
@@ -96,6 +98,53 @@ def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -
                          + f"; data in {Path(info['bdf']).name}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _t1_text(fit: dict[str, Any]) -> str:
+    """'Li2S 1.52 ± 0.03 s, LiI fit failed (reason)' for a T1 fit as the NMR lane records it."""
+    if fit.get("error"):
+        return f"fit failed: {fit['error']}"
+    parts = []
+    for site in fit.get("sites", []):
+        name = site.get("name") or f"{site['shift_ppm']:g} ppm"
+        if site.get("ok") and site.get("t1_s") is not None:
+            err = site.get("t1_err_s")
+            parts.append(f"{name} {site['t1_s']:.3g}" + (f" ± {err:.2g}" if err is not None else "") + " s")
+        else:
+            parts.append(f"{name} fit failed ({site.get('reason', '')})")
+    return ", ".join(parts) or "-"
+
+
+def _temperature_table(journal: Journal) -> list[str]:
+    """Per temperature of a VT series: T1 per site ± error, the EXSY D1 used, the 1D spectrum."""
+    steps = journal.steps()
+    datasets = journal.datasets()
+    if not any(s.kind in ("t1", "spectrum_1d") for s in steps):
+        return []
+    late_fits = {e["detail"].get("t1_step"): e["detail"] for e in journal.events(limit=100_000)
+                 if e["status"] == "t1_measured" and "t1_step" in e["detail"]}  # fitted after a resume
+
+    def by_temperature(kind: str) -> dict[float, list[dict[str, Any]]]:
+        out: dict[float, list[dict[str, Any]]] = {}
+        for d in datasets:
+            if d["kind"] == kind and d["status"] == "done":
+                out.setdefault(round(d["temperature_k"], 2), []).append(d)
+        return out
+
+    t1_sets, spectra, exsy = by_temperature("t1"), by_temperature("spectrum_1d"), by_temperature("acquire_2d")
+    outcomes = {s.index: s.outcome for s in steps}
+    temperatures = sorted({*t1_sets, *spectra, *exsy})
+    if not temperatures:
+        return []
+    lines = ["## Temperatures", "", "| T / K | T1 per site | EXSY D1 / s | 1D spectrum |", "|---|---|---|---|"]
+    for temperature_k in temperatures:
+        fits = [outcomes.get(d["idx"], {}).get("t1") or late_fits.get(d["idx"]) for d in t1_sets.get(temperature_k, [])]
+        t1 = "; ".join(_t1_text(f) for f in fits if f) or "-"
+        d1s = sorted({float(d["params"]["d1_s"]) for d in exsy.get(temperature_k, []) if "d1_s" in d["params"]})
+        d1 = ", ".join(f"{v:.3g}" for v in d1s) or "-"
+        spectrum = ", ".join(f"{d['dataset']}/{d['expno']}" for d in spectra.get(temperature_k, [])) or "-"
+        lines.append(f"| {temperature_k:.2f} | {t1} | {d1} | {spectrum} |")
+    return lines + [""]
 
 
 def write_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +22,28 @@ from analysis.series import expno_paths, parse_names, parse_sites, series_datase
 log = logging.getLogger(__name__)
 
 TEMPERATURE_GROUP_K = 1.0  # datasets within 1 K of each other belong to one temperature
+T1Table = Mapping[float, Sequence[float]]  # temperature K -> measured T1 (s) per site, in site order
 
 
 def analyze_exsy(dataset_dir: Path | str, expnos: list[int] | str, sites: None | str | list[float] = None,
                  names: list[str] | str | None = None, model: str = "matrix", mixing_param: str = "D8", *,
                  method: str = "auto", model_options: object | Mapping[str, object] | None = None,
                  options: ProcessingOptions | None = None, temperature_param: str = "TE",
-                 plot: Path | str | None = None) -> dict:
+                 t1_by_temperature: T1Table | None = None, plot: Path | str | None = None) -> dict:
     """Analyse the expnos of one TopSpin data folder: volumes, per-temperature fits and Arrhenius."""
     return analyze_paths(expno_paths(dataset_dir, expnos), sites, names, model, mixing_param, method=method,
                          model_options=model_options, options=options, temperature_param=temperature_param,
-                         plot=plot)
+                         t1_by_temperature=t1_by_temperature, plot=plot)
 
 
 def analyze_series(run_dir: Path | str, sites: None | str | list[float] = None, names: list[str] | str | None = None,
                    model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
                    model_options: object | Mapping[str, object] | None = None, temperature_param: str = "TE",
-                   plot: Path | str | None = None) -> dict:
+                   t1_by_temperature: T1Table | None = None, plot: Path | str | None = None) -> dict:
     """Analyse the 'done' datasets listed in <run_dir>/datasets.json (written by the runner)."""
     return analyze_paths(series_datasets(run_dir), sites, names, model, mixing_param, method=method,
-                         model_options=model_options, temperature_param=temperature_param, plot=plot)
+                         model_options=model_options, temperature_param=temperature_param,
+                         t1_by_temperature=t1_by_temperature, plot=plot)
 
 
 def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, plot: Path | str | None = None) -> dict:
@@ -51,6 +53,46 @@ def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, 
         from analysis.plots import save_cycling_figure
         save_cycling_figure(plot, summary, profiles)
     return summary
+
+
+def _measured_t1(table: T1Table | None, temperature_k: float, n_sites: int) -> list[float] | None:
+    """The measured T1 per site at a temperature (within TEMPERATURE_GROUP_K), or None."""
+    if table is None:
+        return None
+    near = [t for t in table if abs(float(t) - temperature_k) <= TEMPERATURE_GROUP_K]
+    if not near:
+        raise AnalysisInputError(f"t1_by_temperature: no T1 measured within {TEMPERATURE_GROUP_K} K of "
+                                 f"{temperature_k:.1f} K (have {', '.join(f'{float(t):.1f}' for t in table)})")
+    values = [float(v) for v in table[near[0]]]
+    if len(values) != n_sites or not all(v > 0 for v in values):
+        raise AnalysisInputError(f"t1_by_temperature {float(near[0]):.1f} K: need {n_sites} positive T1 values "
+                                 f"(one per site), got {values}")
+    return values
+
+
+def relaxation_factors(spectrum: Spectrum2D, t1_s: list[float] | None) -> np.ndarray | None:
+    """1 - exp(-(D1 + AQ) / T1) per site: the recovered fraction of M0 at the start of each scan."""
+    if t1_s is None:
+        return None
+    if not np.isfinite(spectrum.d1_s):
+        raise AnalysisInputError(f"{spectrum.path}/acqus: no D1, cannot correct for the recycle delay")
+    return 1.0 - np.exp(-(spectrum.d1_s + spectrum.aq_s) / np.asarray(t1_s, float))
+
+
+def _short_d1_warnings(fit: ExchangeFit, group: list[Spectrum2D], temperature_k: float,
+                       names: list[str]) -> list[str]:
+    """Warn (uncorrected data) when a point's D1 + AQ is shorter than 3 x the T1 the exchange fit found."""
+    if fit.t1_s is None:
+        return []
+    d1_eff_s = min(s.d1_s + s.aq_s for s in group)
+    out = []
+    for name, t1 in zip(names, fit.t1_s):
+        if np.isfinite(d1_eff_s) and d1_eff_s < 3 * t1:
+            out.append(f"{temperature_k:.1f} K: D1 + AQ {d1_eff_s:.3g} s < 3 x T1 of {name} ({t1:.3g} s from the "
+                       f"exchange fit): {100 * np.exp(-d1_eff_s / t1):.0f} % saturated, populations and rates "
+                       f"biased; give measured T1 (t1_by_temperature) to correct")
+            log.warning("%s", out[-1])
+    return out
 
 
 def _group_temperatures(temps: list[float]) -> list[list[int]]:
@@ -96,8 +138,13 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
                   model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
                   model_options: object | Mapping[str, object] | None = None,
                   options: ProcessingOptions | None = None, temperature_param: str = "TE",
-                  plot: Path | str | None = None) -> dict:
-    """Process, integrate and fit a list of expno folders; the common core of the API functions."""
+                  t1_by_temperature: T1Table | None = None, plot: Path | str | None = None) -> dict:
+    """Process, integrate and fit a list of expno folders; the common core of the API functions.
+
+    Each point's own D1 (acqus) is recorded. With measured T1 per site (t1_by_temperature:
+    temperature K -> T1 s per site, in site order), the volumes of F1 row a are divided by
+    1 - exp(-(D1 + AQ) / T1_a), the fraction of M0 site a had recovered when the point began.
+    """
     fit_model = get_fit_model(model)
     fit_options = validated_options(fit_model, model_options)
     if not paths:
@@ -114,8 +161,13 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
             widths = lineshape_volumes(spectra[first], shifts)[1]
         for i in group:
             volumes[i] = volume_matrix(spectra[i], shifts, method, widths)
+    factors = [relaxation_factors(s, _measured_t1(t1_by_temperature, s.temperature_k, len(shifts)))
+               for s in spectra]
     points = [{"expno": s.expno, "path": str(s.path), "temperature_k": s.temperature_k,
-               "mixing_time_s": s.mixing_time_s, "volumes": v.tolist()} for s, v in zip(spectra, volumes)]
+               "mixing_time_s": s.mixing_time_s, "d1_s": s.d1_s, "volumes": v.tolist(),
+               **({"relaxation_factors": f.tolist()} if f is not None else {})}
+              for s, v, f in zip(spectra, volumes, factors)]
+    volumes = [v if f is None else v / f[:, None] for v, f in zip(volumes, factors)]
     result: dict = {"sites": [{"name": n, "shift_ppm": float(s)} for n, s in zip(names, shifts)],
                     "points": points, "fits": [], "arrhenius": [], "warnings": []}
     fits: list[tuple[float, ExchangeFit, np.ndarray, np.ndarray]] = []
@@ -132,6 +184,8 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
                  times.size, fit.rms_residual)
         fits.append((temperature_k, fit, times, vols))
         result["fits"].append(_fit_json(fit, temperature_k, names))
+        if factors[group[0]] is None:
+            result["warnings"].extend(_short_d1_warnings(fit, [spectra[i] for i in group], temperature_k, names))
         fit.at_bound |= {(i, j) for i, j in itertools.combinations(range(len(shifts)), 2)
                          if not fit.k_stderr_per_s[i, j] < fit.k_per_s[i, j]}
         for i, j in sorted(fit.at_bound):
@@ -162,5 +216,38 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
         longest = max(spectra, key=lambda s: (s.mixing_time_s, s.temperature_k))
         buildups = [(t, times, vols, fit.predict) for t, fit, times, vols in fits]
         save_exsy_figure(plot, longest, shifts, names, box_half_widths_ppm(shifts), buildups, result, fit_model)
+        result["plot"] = str(plot)
+    return result
+
+
+def analyze_t1(expno_dir: Path | str, sites: None | str | list[float] = None, *, integration: str = "lineshape",
+               plot: Path | str | None = None) -> dict:
+    """T1 per site of one saturation- or inversion-recovery dataset (the JSON of `exsylab analyze t1`)."""
+    from analysis.t1 import fit_t1, t1_json
+
+    parsed = parse_sites(sites, min_sites=1) if isinstance(sites, str) or sites is None else [float(s) for s in sites]
+    fit = fit_t1(expno_dir, None if isinstance(parsed, str) else parsed, integration=integration)
+    result = t1_json(fit)
+    if plot is not None:
+        from analysis.plots import save_t1_figure
+        save_t1_figure(plot, fit)
+        result["plot"] = str(plot)
+    return result
+
+
+def analyze_spectra(paths: list[Path | str], *, ppm_range: tuple[float, float] | None = None,
+                    plot: Path | str | None = None) -> dict:
+    """1D spectra (one per temperature): temperature, D1, NS and peaks of each; the overlay figure on request."""
+    from analysis.spectrum_1d import find_peaks_ppm, process_1d
+
+    if not paths:
+        raise AnalysisInputError("no datasets given")
+    spectra = [process_1d(p) for p in paths]
+    result: dict = {"spectra": [{"path": str(s.path), "expno": s.expno, "temperature_k": s.temperature_k,
+                                 "nucleus": s.nucleus, "d1_s": s.d1_s, "ns": s.ns,
+                                 "peaks_ppm": find_peaks_ppm(s.ppm, s.data)} for s in spectra]}
+    if plot is not None:
+        from analysis.plots import save_spectra_overlay
+        save_spectra_overlay(plot, spectra, ppm_range)
         result["plot"] = str(plot)
     return result

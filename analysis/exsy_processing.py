@@ -59,6 +59,8 @@ class Spectrum2D:
     phases_deg: dict[str, tuple[float, float]] = field(default_factory=dict)
     noise_sd: float = 0.0
     models: dict[str, "LineshapeModel"] = field(default_factory=dict)
+    d1_s: float = float("nan")       # acqus D1, the recycle delay (nan when the dataset has none)
+    aq_s: float = float("nan")       # acquisition time TD/2 / SW_h: D1 + AQ is the effective recycle delay
 
     def index_f1(self, ppm: float) -> int:
         """Nearest F1 index of a shift."""
@@ -326,5 +328,7 @@ def process_dataset(expno_dir: Path | str, mixing_param: str = "D8",
     noise_sd = float(1.4826 * np.median(np.abs(real - np.median(real))))
     nucleus = str(dic["acqus"].get("NUC1", "?"))
     expno = int(expno_dir.name) if expno_dir.name.isdigit() else None
+    d1_s = parameter_value(dic, "D1", expno_dir) if isinstance(dic["acqus"].get("D"), list) else float("nan")
+    aq_s = int(dic["acqus"]["TD"]) / 2 / sw2_hz
     return Spectrum2D(real, ppm_f1, ppm_f2, expno_dir, expno, temperature_k, mixing_time_s,
-                      FNMODE_NAMES[fnmode], nucleus, magnitude, phases, noise_sd, models)
+                      FNMODE_NAMES[fnmode], nucleus, magnitude, phases, noise_sd, models, d1_s, aq_s)

@@ -124,3 +124,60 @@ def save_cycling_figure(path: Path | str, summary: dict, profiles: list[dict]) -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def save_t1_figure(path: Path | str, fit) -> Path:
+    """Recovery curves of a T1 dataset: each site's intensities against the delay, with its fitted curve."""
+    from analysis.t1 import recovery
+
+    delays = np.asarray(fit.delays_s, float)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    positive = delays[delays > 0]
+    log_axis = positive.size > 1 and positive.max() / positive.min() > 20
+    fine = (np.geomspace(positive.min(), delays.max(), 200) if log_axis else np.linspace(0, delays.max(), 200))
+    for site in fit.sites:
+        label = f"{site.shift_ppm:.2f} ppm: T1 {site.t1_s:.3g} ± {site.t1_err_s:.2g} s"
+        line = ax.plot(delays, site.intensities, "o", ms=4, label=label if site.ok else f"{label} (not ok)")[0]
+        if np.isfinite(site.t1_s) and site.t1_s > 0:
+            ax.plot(fine, recovery(fine, site.amplitude, site.factor, site.t1_s), "-", lw=0.9, color=line.get_color())
+    if log_axis:
+        ax.set_xscale("log")
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xlabel("recovery delay vd / s")
+    ax.set_ylabel("line amplitude / a.u.")
+    ax.set_title(f"{fit.method} recovery, {fit.nucleus}, {fit.temperature_k:.1f} K, D1 {fit.d1_s:g} s")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_spectra_overlay(path: Path | str, spectra, ppm_range: tuple[float, float] | None = None) -> Path:
+    """1D spectra at several temperatures overlaid (the seed's Figure 3d), each normalised to its maximum."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ordered = sorted(spectra, key=lambda s: s.temperature_k)
+    colours = plt.get_cmap("coolwarm")(np.linspace(0, 1, max(len(ordered), 2)))
+    low, high = np.inf, -np.inf
+    for spectrum, colour in zip(ordered, colours):
+        scaled = spectrum.data / float(spectrum.data.max())
+        ax.plot(spectrum.ppm, scaled, lw=0.9, color=colour, label=f"{spectrum.temperature_k:.0f} K")
+        above = spectrum.ppm[scaled > 0.02]
+        if above.size:
+            low, high = min(low, float(above.min())), max(high, float(above.max()))
+    if ppm_range is None and np.isfinite(low):
+        margin = max(2.0, 0.3 * (high - low))
+        ppm_range = (high + margin, low - margin)
+    if ppm_range is not None:
+        ax.set_xlim(max(ppm_range), min(ppm_range))  # NMR convention: shift decreases to the right
+    else:
+        ax.invert_xaxis()
+    nucleus = ordered[0].nucleus if ordered else "?"
+    ax.set_xlabel(f"{nucleus} chemical shift / ppm")
+    ax.set_ylabel("intensity / normalised to maximum")
+    ax.set_title(f"{nucleus} spectra at {len(ordered)} temperature(s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -31,21 +31,21 @@ def parse_expnos(text: str) -> list[int]:
     return expnos
 
 
-def parse_sites(text: str | None) -> str | list[float]:
-    """'auto' or '2.31,1.29,-4.56' -> 'auto' or a list of ppm; AnalysisInputError on bad numbers."""
+def parse_sites(text: str | None, min_sites: int = 2) -> str | list[float]:
+    """'auto' or '2.31,1.29,-4.56' -> 'auto' or a list of at least min_sites distinct ppm values."""
     if text is None or str(text).strip().lower() == "auto":
         return "auto"
     try:
         sites = [float(s) for s in str(text).split(",") if s.strip()]
     except ValueError as exc:
         raise AnalysisInputError(f"--sites: '{text}' is not a comma-separated list of ppm values or 'auto'") from exc
-    if len(sites) < 2 or len(set(sites)) != len(sites):
-        raise AnalysisInputError(f"--sites: '{text}' needs at least two distinct shifts")
+    if len(sites) < min_sites or len(set(sites)) != len(sites):
+        raise AnalysisInputError(f"--sites: '{text}' needs at least {min_sites} distinct shift(s)")
     return sites
 
 
 def series_datasets(run_dir: Path | str) -> list[Path]:
-    """Expno folders of the entries with status 'done' in <run_dir>/datasets.json."""
+    """Expno folders of the EXSY entries (kind acquire_2d) with status 'done' in <run_dir>/datasets.json."""
     run_dir = Path(run_dir)
     journal = run_dir / "datasets.json"
     if not run_dir.is_dir():
@@ -62,7 +62,7 @@ def series_datasets(run_dir: Path | str) -> list[Path]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "dataset_dir" not in entry or "expno" not in entry:
             raise AnalysisInputError(f"{journal}: entry {index} lacks dataset_dir or expno")
-        if entry.get("status") != "done":
+        if entry.get("status") != "done" or entry.get("kind", "acquire_2d") != "acquire_2d":  # EXSY points only
             continue
         base = Path(entry["dataset_dir"])
         base = base if base.is_absolute() else run_dir / base

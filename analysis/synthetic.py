@@ -44,7 +44,7 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
                          td: int = 2048, td1: int = 32, sw_ppm: float = 40.0, sfo1_mhz: float = 73.578,
                          carrier_ppm: float = -1.0, in0_s: float = 1e-3, linewidth_hz: float = 15.0,
                          noise: float = 0.0, seed: int = 0, grpdly: int = 76, nucleus: str = "6Li",
-                         mixing_param: str = "D8") -> Path:
+                         mixing_param: str = "D8", d1_s: float = 5.0) -> Path:
     """Write one 2D dataset (acqus, acqu2s, ser, pulseprogram) with the given peak volumes."""
     rng = np.random.default_rng(seed)
     bf1 = sfo1_mhz - carrier_ppm * sfo1_mhz * 1e-6
@@ -84,7 +84,7 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
                                  + 1j * rng.standard_normal((td1, int((t2 >= 0).sum()))))
     sw1_ppm = (1.0 / in0_s if fnmode != 3 else 0.5 / in0_s) / sfo1_mhz
     delays = [0.0] * 64
-    delays[1] = 5.0
+    delays[1] = float(d1_s)
     sfo1_mhz, bf1, o1_hz, sw_h, in0_s = map(float, (sfo1_mhz, bf1, o1_hz, sw_h, in0_s))
     common = {"_comments": [], "_coreheader": ["##TITLE= Parameter file, TopSpin 4.1.4", "##JCAMPDX= 5.0"], "SFO1": sfo1_mhz, "BF1": bf1, "O1": o1_hz, "NUC1": nucleus, "PULPROG": "noesyph",
               "BYTORDA": 0, "DTYPA": 2, "TE": float(temperature_k), "NS": 16, "DS": 4}
@@ -100,4 +100,92 @@ def write_synthetic_exsy(expno_dir: Path, volumes: np.ndarray, shifts_ppm: list[
     expno_dir.mkdir(parents=True, exist_ok=True)
     ng.bruker.write(str(expno_dir), dic, rows, overwrite=True, write_prog=False, isfloat=True, big=False)
     (expno_dir / "pulseprogram").write_text(";noesyph\n;synthetic EXSY written by analysis.synthetic\n")
+    return expno_dir
+
+
+def _one_pulse_fids(amplitudes: np.ndarray, shifts_ppm: list[float], *, td: int, sw_ppm: float, sfo1_mhz: float,
+                    carrier_ppm: float, linewidth_hz: float, grpdly: int, noise: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Rows of FIDs (digital-filter delayed) for amplitudes[row, site] of Lorentzian lines."""
+    bf1 = sfo1_mhz - carrier_ppm * sfo1_mhz * 1e-6
+    o1_hz = (sfo1_mhz - bf1) * 1e6
+    sw_h = sw_ppm * sfo1_mhz
+    t2 = (np.arange(td // 2) - grpdly) / sw_h
+    offsets_hz = np.array([s * bf1 - o1_hz for s in shifts_ppm])
+    decay = np.exp(-np.pi * linewidth_hz * np.clip(t2, 0, None))
+    lines = np.array([np.where(t2 >= 0, np.exp(2j * np.pi * nu * t2) * decay, 0) for nu in offsets_hz])
+    rows = np.atleast_2d(amplitudes) @ lines
+    live = t2 >= 0
+    shape = (rows.shape[0], int(live.sum()))
+    rows[:, live] += noise * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    return rows
+
+
+def _one_pulse_acqus(*, td: int, sw_ppm: float, sfo1_mhz: float, carrier_ppm: float, grpdly: int,
+                     temperature_k: float, d1_s: float, nucleus: str, pulprog: str, ns: int) -> dict[str, Any]:
+    bf1 = sfo1_mhz - carrier_ppm * sfo1_mhz * 1e-6
+    delays = [0.0] * 64
+    delays[1] = float(d1_s)
+    return {"_comments": [], "_coreheader": ["##TITLE= Parameter file, TopSpin 4.1.4", "##JCAMPDX= 5.0"],
+            "SFO1": float(sfo1_mhz), "BF1": float(bf1), "O1": float((sfo1_mhz - bf1) * 1e6), "NUC1": nucleus,
+            "PULPROG": pulprog, "BYTORDA": 0, "DTYPA": 2, "TE": float(temperature_k), "NS": ns, "DS": 4,
+            "TD": td, "SW": float(sw_ppm), "SW_h": float(sw_ppm * sfo1_mhz), "AQ_mod": 3, "DIGMOD": 1, "DECIM": 16,
+            "DSPFVS": 20, "GRPDLY": float(grpdly), "FnMODE": 0, "D": delays, "MASR": 10000}
+
+
+def acquisition_time_s(td: int, sw_ppm: float, sfo1_mhz: float) -> float:
+    """AQ = (TD / 2) / SW_h: the FID length, part of the effective recycle delay."""
+    return td / 2 / (sw_ppm * sfo1_mhz)
+
+
+def write_synthetic_1d(expno_dir: Path, shifts_ppm: list[float], amplitudes: list[float], *, temperature_k: float,
+                       d1_s: float = 5.0, td: int = 4096, sw_ppm: float = 40.0, sfo1_mhz: float = 73.578,
+                       carrier_ppm: float = -1.0, linewidth_hz: float = 15.0, noise: float = 0.0, seed: int = 0,
+                       grpdly: int = 76, nucleus: str = "6Li", ns: int = 16) -> Path:
+    """Write a one-pulse 1D dataset (acqus, fid, pulseprogram) with the given line amplitudes."""
+    rng = np.random.default_rng(seed)
+    fid = _one_pulse_fids(np.asarray(amplitudes, float), shifts_ppm, td=td, sw_ppm=sw_ppm, sfo1_mhz=sfo1_mhz,
+                          carrier_ppm=carrier_ppm, linewidth_hz=linewidth_hz, grpdly=grpdly, noise=noise, rng=rng)[0]
+    acqus = _one_pulse_acqus(td=td, sw_ppm=sw_ppm, sfo1_mhz=sfo1_mhz, carrier_ppm=carrier_ppm, grpdly=grpdly,
+                             temperature_k=temperature_k, d1_s=d1_s, nucleus=nucleus, pulprog="zg", ns=ns)
+    expno_dir = Path(expno_dir)
+    expno_dir.mkdir(parents=True, exist_ok=True)
+    ng.bruker.write(str(expno_dir), {"acqus": acqus, "pprog": {}}, fid, overwrite=True, write_prog=False,
+                    isfloat=True, big=False)
+    (expno_dir / "pulseprogram").write_text(";zg\n;synthetic one-pulse spectrum written by analysis.synthetic\n")
+    return expno_dir
+
+
+def recovery_intensities(m0: float, t1_s: float, delays_s: list[float], method: str, d1_eff_s: float) -> np.ndarray:
+    """Saturation: M0 (1 - e^{-vd/T1}); inversion from M0 (1 - e^{-D1eff/T1}): M0 (1 - (1 + that/M0) e^{-vd/T1})."""
+    vd = np.asarray(delays_s, float)
+    if method == "saturation":
+        return m0 * (1 - np.exp(-vd / t1_s))
+    start = 1 - np.exp(-d1_eff_s / t1_s)
+    return m0 * (1 - (1 + start) * np.exp(-vd / t1_s))
+
+
+def write_synthetic_t1(expno_dir: Path, shifts_ppm: list[float], m0: list[float], t1_s: list[float],
+                       delays_s: list[float], *, method: str = "saturation", temperature_k: float = 300.0,
+                       d1_s: float = 5.0, td: int = 2048, sw_ppm: float = 40.0, sfo1_mhz: float = 73.578,
+                       carrier_ppm: float = -1.0, linewidth_hz: float = 15.0, noise: float = 0.0, seed: int = 0,
+                       grpdly: int = 76, nucleus: str = "6Li") -> Path:
+    """Write a T1 pseudo-2D (ser, acqus/acqu2s, vdlist as TopSpin writes it, VDLIST parameter)."""
+    rng = np.random.default_rng(seed)
+    d1_eff_s = d1_s + acquisition_time_s(td, sw_ppm, sfo1_mhz)
+    amplitudes = np.stack([recovery_intensities(m, t, delays_s, method, d1_eff_s) for m, t in zip(m0, t1_s)], axis=1)
+    rows = _one_pulse_fids(amplitudes, shifts_ppm, td=td, sw_ppm=sw_ppm, sfo1_mhz=sfo1_mhz, carrier_ppm=carrier_ppm,
+                           linewidth_hz=linewidth_hz, grpdly=grpdly, noise=noise, rng=rng)
+    pulprog = "satrect" if method == "saturation" else "t1ir"
+    acqus = _one_pulse_acqus(td=td, sw_ppm=sw_ppm, sfo1_mhz=sfo1_mhz, carrier_ppm=carrier_ppm, grpdly=grpdly,
+                             temperature_k=temperature_k, d1_s=d1_s, nucleus=nucleus, pulprog=pulprog, ns=8)
+    acqus["VDLIST"] = "vdlist"
+    acqu2s = {k: acqus[k] for k in ("_comments", "_coreheader", "SFO1", "BF1", "O1", "NUC1", "PULPROG")}
+    acqu2s.update(TD=len(delays_s), SW=1.0, FnMODE=1)
+    expno_dir = Path(expno_dir)
+    expno_dir.mkdir(parents=True, exist_ok=True)
+    ng.bruker.write(str(expno_dir), {"acqus": acqus, "acqu2s": acqu2s, "pprog": {}}, rows, overwrite=True,
+                    write_prog=False, isfloat=True, big=False)
+    (expno_dir / "vdlist").write_text("".join(f"{d:g}s\n" for d in delays_s))
+    (expno_dir / "pulseprogram").write_text(f";{pulprog}\n;synthetic T1 pseudo-2D written by analysis.synthetic\n")
     return expno_dir

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -415,6 +416,19 @@ class TopSpinDriver:
         """Write the dataset's title, name/expno/pdata/1/title (what TopSpin's setti edits)."""
         self._refuse_if_data(name, expno, "set_title")
         self._job("set_title", name=name, expno=expno, title=str(title))
+
+    def write_list(self, name: str, expno: int, list_name: str, values_s: Sequence[float]) -> Path:
+        """Write the delay list name/expno/<list_name> (one delay per line, seconds with the s suffix, as TopSpin
+        reads a vdlist) through the TopSpin-side script, which sets VDLIST = list_name and TD1 = len(values_s)."""
+        self._refuse_if_data(name, expno, "write_list")
+        problem = dataset_name_problem(list_name)
+        if problem:
+            raise SpectrometerError(f"TopSpin: write_list {name}/{expno}: list name {list_name!r}: {problem}")
+        delays = [float(v) for v in values_s]
+        if not delays or any(not (0.0 <= d < math.inf) for d in delays):
+            raise SpectrometerError(f"TopSpin: write_list {name}/{expno}/{list_name}: delays must be a non-empty "
+                                    f"list of finite numbers >= 0 s, got {list(values_s)!r}")
+        return Path(str(self._job("write_list", name=name, expno=expno, list_name=list_name, values_s=delays)))
 
     def get_param(self, name: str, expno: int, key: str) -> str:
         """GETPAR `key` of name/expno: the current (acqu) parameter, as TopSpin's text."""

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, object] = {
     "SW": 100.0, "SFO1": 73.578, "O1": -83.0, "MASR": 10000, "DTYPA": 2,
     "PULPROG": "noesyph", "FnMODE": 5, "NUC1": "6Li", "GRPDLY": 67.9862518310547,
     "DSPFVS": 20, "BYTORDA": 0, "RG": 64, "P1": 3.9, "USER": "exsylab", "HOST": "hardware_sim",
+    "PARMODE": 1,
 }
 FNMODES_WITH_PAIRED_T1 = (4, 5, 6)  # States, States-TPPI, echo-antiecho: two FIDs per t1 value
 
@@ -62,6 +63,59 @@ def _str(params: Mapping[str, object], key: str) -> str:
     return str(params.get(key, DEFAULTS.get(key, "")))
 
 
+EXPERIMENT_KINDS = ("1d", "satrect", "t1ir", "exsy")
+VDLIST_UNITS_S = {"": 1.0, "s": 1.0, "m": 1e-3, "u": 1e-6}  # TopSpin list suffixes: s (default), m(s), u(s)
+VDLIST_KEY = "_VDLIST_S"  # params key (left out of the files) under which the simulator passes the delays
+
+
+def experiment_kind(params: Mapping[str, object]) -> str:
+    """"1d" (PARMODE 0), "satrect"/"t1ir" (a saturation- or inversion-recovery PULPROG) or "exsy"."""
+    if _int(params, "PARMODE") == 0:
+        return "1d"
+    pulprog = _str(params, "PULPROG").lower()
+    if pulprog.startswith("satrec"):
+        return "satrect"
+    if pulprog.startswith("t1ir"):
+        return "t1ir"
+    return "exsy"
+
+
+def parse_vdlist(text: str) -> list[float]:
+    """Delays in s from a TopSpin vd list: one per line, optional suffix s, m (ms) or u (us); blank lines skipped."""
+    delays = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        unit = entry[-1].lower() if entry[-1].isalpha() else ""
+        try:
+            value = float(entry[:-1] if unit else entry) * VDLIST_UNITS_S[unit]
+        except (KeyError, ValueError):
+            raise ValueError(f"vd list line {number}: {line!r} is not a delay (number with s, m or u)") from None
+        if value < 0:
+            raise ValueError(f"vd list line {number}: delay {line!r} is negative")
+        delays.append(value)
+    return delays
+
+
+def vdlist_s(params: Mapping[str, object]) -> list[float]:
+    """The delays of a T1 acquisition (params[VDLIST_KEY]); one row of ser per delay."""
+    delays = params.get(VDLIST_KEY)
+    if not isinstance(delays, (list, tuple)) or not delays:
+        raise ValueError(f"NMR dataset: a {_str(params, 'PULPROG')} acquisition needs a vd list (VDLIST)")
+    return [float(d) for d in delays]
+
+
+def acquisition_time_s(params: Mapping[str, object]) -> float:
+    """AQ = TD / (2 SW_h)."""
+    return _num(params, "TD") / (2.0 * sweep_width_hz(params))
+
+
+def d1_eff_s(params: Mapping[str, object]) -> float:
+    """Recovery time before each scan: D1 + AQ (z magnetisation is ~0 after the read pulse)."""
+    return _num(params, "D1") + acquisition_time_s(params)
+
+
 def sweep_width_hz(params: Mapping[str, object]) -> float:
     """SW_h = SW (ppm) * SFO1 (MHz)."""
     return _num(params, "SW") * _num(params, "SFO1")
@@ -75,10 +129,17 @@ def t1_evolution_s(params: Mapping[str, object]) -> np.ndarray:
 
 
 def acquisition_duration_s(params: Mapping[str, object]) -> float:
-    """Pulse-sequence time of the acquisition: 2 s start-up + dummy scans + NS scans per FID."""
-    aq_s = _num(params, "TD") / (2.0 * sweep_width_hz(params))
-    per_scan_s = _num(params, "D1") + _num(params, "D8") + aq_s
+    """Pulse-sequence time of the acquisition: 2 s start-up + dummy scans + NS scans per FID (1D: one FID;
+    T1: one per delay, each scan D1 + vd + AQ; EXSY: D1 + t1 + D8 + AQ)."""
+    kind = experiment_kind(params)
     ns, ds = _int(params, "NS"), _int(params, "DS")
+    base_s = d1_eff_s(params)
+    if kind == "1d":
+        return 2.0 + (ds + ns) * base_s
+    if kind in ("satrect", "t1ir"):
+        delays = np.array(vdlist_s(params))
+        return 2.0 + ds * (base_s + float(delays[0])) + ns * float(np.sum(base_s + delays))
+    per_scan_s = base_s + _num(params, "D8")
     return 2.0 + ds * per_scan_s + ns * float(np.sum(per_scan_s + t1_evolution_s(params)))
 
 
@@ -97,30 +158,30 @@ def _offsets_hz(sample: ExsySample, sfo1_mhz: float, o1_hz: float) -> np.ndarray
     return np.array([s.shift_ppm * bf1_mhz for s in sample.sites]) - o1_hz
 
 
-def synthesize_ser(params: Mapping[str, object], temperature_k: float,
-                   sample: ExsySample | None = None, seed: int = 0) -> np.ndarray:
-    """Complex time-domain EXSY data (TD1 rows x TD/2 points), States-TPPI in F1, Bruker DQD in F2.
+def site_amplitudes(params: Mapping[str, object], temperature_k: float, sample: ExsySample) -> np.ndarray:
+    """Longitudinal magnetisation per FID row and detected site (rows x sites, units of total M0) of a 1D or T1
+    acquisition, with incomplete relaxation over D1_eff: each scan starts from f = 1 - exp(-D1_eff/T1)."""
+    p = sample.populations
+    f = sample.relaxed_fraction(d1_eff_s(params), temperature_k)
+    kind = experiment_kind(params)
+    if kind == "1d":
+        return (p * f)[None, :]
+    recovery = np.exp(-np.outer(vdlist_s(params), 1.0 / sample.t1_s(temperature_k)))  # delays x sites
+    if kind == "satrect":  # saturation destroys whatever D1 left: M0 (1 - exp(-vd/T1))
+        return p[None, :] * (1.0 - recovery)
+    if kind == "t1ir":     # inversion of M0 f: M0 (1 - (1 + f) exp(-vd/T1)); f = 1 gives 1 - 2 exp(-vd/T1)
+        return p[None, :] * (1.0 - (1.0 + f)[None, :] * recovery)
+    raise ValueError(f"NMR dataset: {kind} data has no per-row site amplitudes")
 
-    Bruker's sign convention: a site above the carrier precesses as exp(+2 pi i nu t) in both
-    dimensions, so nmrglue's fft followed by rev puts the spectrum on the decreasing-ppm axis (as
-    in nmrglue's Bruker example). FnMODE 4/5/6: row 2k holds the cos, row 2k+1 the sin t1
-    modulation, both times (-1)**k (the TPPI step); other FnMODEs get the cos modulation only.
-    The F2 FID is delayed by GRPDLY points, as the DIGMOD 1 filter does; the scale is int32
-    counts (not yet rounded).
-    """
-    sample = sample if sample is not None else paper_sample()
-    td, ns = _int(params, "TD"), _int(params, "NS")
-    if td < 2 or td % 2:
-        raise ValueError(f"NMR dataset: TD={td} must be even and >= 2")
+
+def _exsy_amplitudes(params: Mapping[str, object], temperature_k: float, sample: ExsySample,
+                     offsets: np.ndarray, lw: np.ndarray) -> np.ndarray:
+    """Rows x F2-site amplitudes of States-TPPI EXSY data: volumes A(D8) with each column (starting site)
+    scaled by its relaxed fraction after D1_eff."""
     if _int(params, "TD1") < 1:
         raise ValueError("NMR dataset: TD1 must be >= 1")
-    offsets = _offsets_hz(sample, _num(params, "SFO1"), _num(params, "O1"))
-    lw = np.array([s.linewidth_hz for s in sample.sites])
     volumes = sample.mixing_matrix(_num(params, "D8"), temperature_k)  # [F2 site, F1 site]
-
-    t2 = np.arange(td // 2) / sweep_width_hz(params)
-    f2_basis = np.exp(np.outer(2j * np.pi * offsets - np.pi * lw, t2))  # sites x points
-
+    volumes = volumes * sample.relaxed_fraction(d1_eff_s(params), temperature_k)[None, :]
     t1 = t1_evolution_s(params)
     phase = 2 * np.pi * np.outer(t1, offsets)  # rows x sites
     decay = np.exp(-np.pi * np.outer(t1, lw))
@@ -130,8 +191,34 @@ def synthesize_ser(params: Mapping[str, object], temperature_k: float,
         modulation = np.where((rows % 2 == 0)[:, None], np.cos(phase), np.sin(phase)) * tppi * decay
     else:
         modulation = np.cos(phase) * decay
-    # rows x sites amplitudes, then a sum over the few sites (broadcast: no BLAS thread start-up)
-    amplitudes = (modulation[:, None, :] * volumes[None, :, :]).sum(axis=2) * ns
+    # rows x sites amplitudes, a sum over the few sites (broadcast: no BLAS thread start-up)
+    return (modulation[:, None, :] * volumes[None, :, :]).sum(axis=2)
+
+
+def synthesize_ser(params: Mapping[str, object], temperature_k: float,
+                   sample: ExsySample | None = None, seed: int = 0) -> np.ndarray:
+    """Complex time-domain data (rows x TD/2 points): EXSY (States-TPPI in F1), a T1 series (one row per vd
+    delay) or a 1D FID (one row); Bruker DQD in F2.
+
+    Bruker's sign convention: a site above the carrier precesses as exp(+2 pi i nu t) in both
+    dimensions, so nmrglue's fft followed by rev puts the spectrum on the decreasing-ppm axis (as
+    in nmrglue's Bruker example). EXSY FnMODE 4/5/6: row 2k holds the cos, row 2k+1 the sin t1
+    modulation, both times (-1)**k (the TPPI step); other FnMODEs get the cos modulation only.
+    The F2 FID is delayed by GRPDLY points, as the DIGMOD 1 filter does; the scale is ADC counts
+    (not yet rounded).
+    """
+    sample = sample if sample is not None else paper_sample()
+    td, ns = _int(params, "TD"), _int(params, "NS")
+    if td < 2 or td % 2:
+        raise ValueError(f"NMR dataset: TD={td} must be even and >= 2")
+    offsets = _offsets_hz(sample, _num(params, "SFO1"), _num(params, "O1"))
+    lw = np.array([s.linewidth_hz for s in sample.sites])
+    t2 = np.arange(td // 2) / sweep_width_hz(params)
+    f2_basis = np.exp(np.outer(2j * np.pi * offsets - np.pi * lw, t2))  # sites x points
+    if experiment_kind(params) == "exsy":
+        amplitudes = _exsy_amplitudes(params, temperature_k, sample, offsets, lw) * ns
+    else:
+        amplitudes = site_amplitudes(params, temperature_k, sample) * ns
     signal = (amplitudes[:, :, None] * f2_basis[None, :, :]).sum(axis=1)
 
     rng = np.random.default_rng(seed)
@@ -279,11 +366,11 @@ def acqus_params(params: Mapping[str, object], temperature_k: float) -> dict[str
         "IN": _array(64, in0), "INP": _array(64, 0.0), "L": _array(32, 1),
         "MASR": _num(params, "MASR"), "NC": 0, "NS": _int(params, "NS"), "NUC1": _str(params, "NUC1"),
         "NUC2": "off", "O1": o1, "OVERFLW": 0, "P": _array(64, 0.0, {1: _num(params, "P1")}),
-        "PARMODE": 1, "PL": _array(64, 120.0, {1: -2.0}), "PROBHD": "4 mm MAS WVT 1H/X",
+        "PARMODE": 0 if experiment_kind(params) == "1d" else 1, "PL": _array(64, 120.0, {1: -2.0}), "PROBHD": "4 mm MAS WVT 1H/X",
         "PULPROG": _str(params, "PULPROG"), "RG": _num(params, "RG"), "SFO1": sfo1,
         "SOLVENT": "none", "SW": _num(params, "SW"), "SW_h": sw_h, "TD": _int(params, "TD"),
         "TD0": 1, "TE": temperature_k,  # status TE: what the VT unit measured, whatever TE was requested
-        "TEG": temperature_k, "VDLIST": "DDDDDDDDDDDDDDD",
+        "TEG": temperature_k, "VDLIST": _str(params, "VDLIST") if "VDLIST" in params else "DDDDDDDDDDDDDDD",
     }
 
 
@@ -294,7 +381,8 @@ def acqu2s_params(params: Mapping[str, object]) -> dict[str, object]:
     return {
         "ACQT0": 0, "BF1": round(sfo1 - o1 * 1e-6, 9), "FnMODE": _int(params, "FnMODE"),
         "IN": _array(64, _num(params, "IN0")), "NUC1": _str(params, "NUC1"), "O1": o1,
-        "SFO1": sfo1, "SW": sw_h / sfo1, "SW_h": sw_h, "TD": _int(params, "TD1"),
+        "SFO1": sfo1, "SW": sw_h / sfo1, "SW_h": sw_h,
+        "TD": len(vdlist_s(params)) if experiment_kind(params) in ("satrect", "t1ir") else _int(params, "TD1"),
     }
 
 
@@ -346,6 +434,75 @@ ph31=0 2 2 0 1 3 3 1 2 0 0 2 3 1 1 3
 ;td1: number of experiments
 ;FnMODE: States-TPPI, TPPI, States or QSEQ
 """
+
+
+PULSEPROGRAM_T1 = """# 1 "/opt/topspin{version}/exp/stan/nmr/lists/pp/{pulprog}"
+;{pulprog}
+;T1 measurement by {method}
+;(exsylab hardware_sim: one row of ser per vd-list delay)
+;
+;$CLASS=HighRes
+;$DIM=2D
+;$TYPE=
+;$SUBTYPE=
+;$COMMENT=
+
+1 ze
+2 d1
+{preparation}
+  vd
+  p1 ph1
+  go=2 ph31
+  30m wr #0 if #0 ivd
+  lo to 1 times td1
+exit
+
+ph1=0 2 2 0 1 3 3 1
+ph31=0 2 2 0 1 3 3 1
+
+;d1 : relaxation delay; 1-5 * T1
+;vd : variable delay, taken from vd-list
+;td1: number of experiments = number of delays in vd-list
+"""
+
+PULSEPROGRAM_1D = """# 1 "/opt/topspin{version}/exp/stan/nmr/lists/pp/{pulprog}"
+;{pulprog}
+;basic one-pulse experiment
+;(exsylab hardware_sim)
+;
+;$CLASS=HighRes
+;$DIM=1D
+;$TYPE=
+;$SUBTYPE=
+;$COMMENT=
+
+1 ze
+2 d1
+  p1 ph1
+  go=2 ph31
+  30m mc #0 to 2 F0(zd)
+exit
+
+ph1=0 2 2 0 1 3 3 1
+ph31=0 2 2 0 1 3 3 1
+
+;d1 : relaxation delay; 1-5 * T1
+;p1 : f1 channel - 90 degree high power pulse
+"""
+T1_PREPARATIONS = {"satrect": ("saturation recovery", "  10u pl1:f1\n  (p1 ph2):f1\n  10m\n  (p1 ph2):f1"),
+                   "t1ir": ("inversion recovery", "  p2 ph2")}
+
+
+def pulseprogram_text(params: Mapping[str, object]) -> str:
+    """The pulseprogram file TopSpin writes (the pulse program with its includes expanded) for this acquisition."""
+    version = TOPSPIN_VERSIONS.get(_int(params, "DTYPA"), TOPSPIN_VERSION)
+    pulprog, kind = _str(params, "PULPROG"), experiment_kind(params)
+    if kind == "1d":
+        return PULSEPROGRAM_1D.format(version=version, pulprog=pulprog)
+    if kind in T1_PREPARATIONS:
+        method, preparation = T1_PREPARATIONS[kind]
+        return PULSEPROGRAM_T1.format(version=version, pulprog=pulprog, method=method, preparation=preparation)
+    return PULSEPROGRAM.format(version=version, pulprog=pulprog)
 
 
 def audit_text(path_label: str, started: datetime, completed: datetime, ser: bytes,
@@ -406,7 +563,7 @@ def write_dataset_files(expno_dir: Path, acqus: Mapping[str, object], acqu2s: Ma
 
 def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: float,
                 fraction: float, sample: ExsySample | None, seed: int) -> None:
-    """Synthesize and write an EXSY dataset whose ser holds the first `fraction` of the FIDs."""
+    """Synthesize and write a dataset (EXSY, T1 or 1D) whose ser/fid holds the first `fraction` of the FIDs."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"NMR dataset: fraction {fraction} must be within [0, 1]")
     for name in ("ser", "fid"):
@@ -419,13 +576,10 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
     elapsed_s = fraction * acquisition_duration_s(params)  # an interrupted run stopped early
     started = datetime.fromtimestamp(completed.timestamp() - elapsed_s, timezone.utc)
     expno_dir = Path(expno_dir)
-    pulprog = _str(params, "PULPROG")
     status = acqus_params(params, temperature_k)
     current = {**status, "TE": _num(params, "TE")} if "TE" in params else status  # acqu keeps the requested TE
-    raw = write_dataset_files(expno_dir, status, acqu2s_params(params),
-                              fids[:rows], completed,
-                              PULSEPROGRAM.format(version=TOPSPIN_VERSIONS.get(_int(params, "DTYPA"), TOPSPIN_VERSION),
-                                                  pulprog=pulprog),
+    acqu2s = None if experiment_kind(params) == "1d" else acqu2s_params(params)
+    raw = write_dataset_files(expno_dir, status, acqu2s, fids[:rows], completed, pulseprogram_text(params),
                               None, _str(params, "USER"), _str(params, "HOST"), acqu=current)
     audit = audit_text(str(expno_dir / "audita.txt"), started, completed, raw,
                        _str(params, "USER"), _str(params, "HOST"))
@@ -434,8 +588,8 @@ def _write_exsy(expno_dir: Path, params: Mapping[str, object], temperature_k: fl
 
 def write_acquired_dataset(expno_dir: Path, params: Mapping[str, object], temperature_k: float,
                            sample: ExsySample | None = None, seed: int = 0) -> None:
-    """Write a complete TopSpin 2D dataset (acqus/acqu, acqu2s/acqu2, pulseprogram, audita.txt,
-    ser) for an EXSY acquisition with the given parameters at the given sample temperature."""
+    """Write a complete TopSpin dataset (acqus/acqu, acqu2s/acqu2 and ser for EXSY and T1, fid for 1D;
+    pulseprogram, audita.txt) for an acquisition with the given parameters at the given sample temperature."""
     _write_exsy(expno_dir, params, temperature_k, 1.0, sample, seed)
 
 

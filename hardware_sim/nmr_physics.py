@@ -9,7 +9,9 @@ A[i, j] is the magnetisation found on site i (F2) after mixing that started on s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.constants import physical_constants
@@ -19,13 +21,22 @@ BOLTZMANN_EV_PER_K = physical_constants["Boltzmann constant in eV/K"][0]
 
 @dataclass(frozen=True)
 class Site:
-    """One 6Li environment: chemical shift, fraction of the Li, Lorentzian FWHM and T1."""
+    """One 6Li environment: chemical shift, fraction of the Li, Lorentzian FWHM and T1 (Arrhenius in 1/T1)."""
 
     name: str
     shift_ppm: float
     population: float
     linewidth_hz: float
-    t1_s: float
+    t1_s: float                      # at reference_temperature_k
+    t1_ea_ev: float = 0.0            # 1/T1 = (1/t1_s) exp(-t1_ea_ev/kB (1/T - 1/T_ref)): 0 = T1 constant
+    reference_temperature_k: float = 293.0
+
+    def t1_at(self, temperature_k: float) -> float:
+        """T1 in s at the given temperature (a positive t1_ea_ev shortens T1 on heating)."""
+        if temperature_k <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature_k} K")
+        exponent = self.t1_ea_ev / BOLTZMANN_EV_PER_K * (1.0 / temperature_k - 1.0 / self.reference_temperature_k)
+        return self.t1_s * math.exp(exponent)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class ExsySample:
 
     sites: tuple[Site, ...]
     exchange: dict[tuple[str, str], ArrheniusRate] = field(default_factory=dict)
+    spin_diffusion: bool = False   # adds SPIN_DIFFUSION_RATE_PER_S (temperature-independent) to every listed pair
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sites]
@@ -79,6 +91,16 @@ class ExsySample:
         p = np.array([s.population for s in self.sites], dtype=float)
         return p / p.sum()
 
+    def t1_s(self, temperature_k: float) -> np.ndarray:
+        """Each site's T1 in s at the given temperature, in matrix order."""
+        return np.array([s.t1_at(temperature_k) for s in self.sites])
+
+    def relaxed_fraction(self, d1_eff_s: float, temperature_k: float) -> np.ndarray:
+        """1 - exp(-D1_eff/T1) per site: the part of M0 regrown before a scan (incomplete relaxation)."""
+        if d1_eff_s < 0:
+            raise ValueError(f"recovery time must be >= 0, got {d1_eff_s} s")
+        return -np.expm1(-d1_eff_s / self.t1_s(temperature_k))
+
     def rate_matrix(self, temperature_k: float) -> np.ndarray:
         """K[i, j] = rate constant i -> j in 1/s (zero diagonal); reverse rates by detailed balance."""
         index = {n: i for i, n in enumerate(self.names)}
@@ -86,14 +108,14 @@ class ExsySample:
         k = np.zeros((len(self.sites), len(self.sites)))
         for (a, b), law in self.exchange.items():
             i, j = index[a], index[b]
-            k[i, j] = law.at(temperature_k)
+            k[i, j] = law.at(temperature_k) + (SPIN_DIFFUSION_RATE_PER_S if self.spin_diffusion else 0.0)
             k[j, i] = k[i, j] * p[i] / p[j]
         return k
 
     def relaxation_exchange_matrix(self, temperature_k: float) -> np.ndarray:
         """L with dM/dt = -L (M - M_eq): 1/T1 + outgoing rates on the diagonal, -k_ji off it."""
         k = self.rate_matrix(temperature_k)
-        r1 = np.array([1.0 / s.t1_s for s in self.sites])
+        r1 = 1.0 / self.t1_s(temperature_k)
         return np.diag(r1 + k.sum(axis=1)) - k.T
 
     def mixing_matrix(self, t_s: float, temperature_k: float) -> np.ndarray:
@@ -115,6 +137,7 @@ PAPER_RATES_293K = {
     ("LPSC", "LiI"): (0.04, 0.117),
 }
 REFERENCE_TEMPERATURE_K = 293.0
+SPIN_DIFFUSION_RATE_PER_S = 0.01  # a 6Li-6Li spin-diffusion rate (weak: low gamma, dilute 6Li); an assumption
 
 
 def paper_sample(with_lii: bool = True) -> ExsySample:
@@ -131,3 +154,16 @@ def paper_sample(with_lii: bool = True) -> ExsySample:
         for pair, (k293, ea) in PAPER_RATES_293K.items()
     }
     return ExsySample(sites=tuple(sites), exchange=exchange)
+
+
+def sample_from_station(spec: Mapping[str, Any] | None) -> ExsySample:
+    """The ExsySample of a station file's `spectrometer.sample` (protocols.station.SampleSpec dumped by field
+    name, SI values); None gives the seed's paper_sample()."""
+    if spec is None:
+        return paper_sample()
+    sites = tuple(Site(str(s["name"]), float(s["shift_ppm"]), float(s["population"]), float(s["linewidth_hz"]),
+                       float(s["t1_s"]), float(s.get("t1_ea_ev", 0.0)), float(s.get("reference_temperature_k", 293.0)))
+                  for s in spec["sites"])
+    exchange = {(str(law["sites"][0]), str(law["sites"][1])): ArrheniusRate(float(law["k0_per_s"]), float(law["ea_ev"]))
+                for law in spec.get("exchange", [])}
+    return ExsySample(sites=sites, exchange=exchange, spin_diffusion=bool(spec.get("spin_diffusion", False)))

@@ -145,6 +145,14 @@ class ThermalModel:
             self._advance()
             return self._ramp_active() and self._effective_k != self._target_k
 
+    def set_mas_rate_hz(self, rate_hz: float) -> None:
+        """Change the spinning rate from now on; the sample follows the new frictional heating with its lag."""
+        if rate_hz < 0:
+            raise ValueError(f"MAS rate must be >= 0 Hz, got {rate_hz}")
+        with self._lock:
+            self._advance()
+            self.mas_rate_hz = float(rate_hz)
+
     def set_stuck_heater(self, stuck: bool) -> None:
         """A heater that cannot reach set points above ambient (stays stuck_deficit_k short)."""
         with self._lock:
@@ -178,7 +186,8 @@ class ThermalModel:
             return float(self._x[2])
 
     def mas_heating_k(self) -> float:
-        """Steady-state frictional heating of the sample above the sensor at the present MAS rate."""
+        """Steady-state frictional heating of the sample above the sensor: 4 K x (rate / 10 kHz)^2 by default
+        (air-bearing friction power grows with the square of the rim speed; docs/nmr-simulation.md)."""
         return self.mas_heating_k_at_10khz * (self.mas_rate_hz / 10_000.0) ** 2
 
     # --- integration ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Callable
 from drivers.bruker_params import expno_has_data
 from drivers.topspin_side import exsylab_automation as script
 from hardware_sim import nmr_dataset
+from hardware_sim.nmr_physics import sample_from_station
 from hardware_sim.topspin_api_client import XcmdResult
 from hardware_sim.topspin_api_kernel import KernelServer, start_kernel
 from hardware_sim.topspin_params import (DEFAULT_EXSY_PARAMS, canonical_key, coerce, is_f1_key, exsylab_name, lookup,
@@ -40,6 +41,14 @@ ZG_FAILED = -1  # XCMD result code of a failed zg (TopSpin scripts test getResul
 TEMPLATE_NAME = "exsylab_template"
 BVT_TIME_CONSTANT_S = 120.0
 JYTHON_SHIM_DIR = Path(__file__).resolve().parent
+TEMPLATE_VDLIST_S = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0)  # a T1 template's vdlist (TD1 = 8)
+# Template parameter sets by experiment kind, over DEFAULT_EXSY_PARAMS (the TopSpin pulse-program names).
+TEMPLATE_KINDS: dict[str, dict[str, object]] = {
+    "exsy": {},
+    "1d": {"PULPROG": "zg", "PARMODE": 0, "D1": 5.0, "NS": 8, "DS": 2},
+    "satrect": {"PULPROG": "satrect", "FnMODE": 1, "TD1": 8, "D1": 1.0, "NS": 8, "DS": 2, "VDLIST": "vdlist"},
+    "t1ir": {"PULPROG": "t1ir", "FnMODE": 1, "TD1": 8, "D1": 5.0, "NS": 8, "DS": 2, "VDLIST": "vdlist"},
+}
 
 
 class SimTopSpinError(RuntimeError):
@@ -169,16 +178,23 @@ class SimulatedTopSpin:
     def _ensure_template(self) -> None:
         self.provide_template(self.template)
 
-    def provide_template(self, expno_dir: Path) -> None:
-        """Write a template dataset (6Li EXSY defaults, with a test acquisition) unless one exists there."""
+    def provide_template(self, expno_dir: Path, kind: str = "exsy") -> None:
+        """Write a template dataset of `kind` (TEMPLATE_KINDS: 6Li EXSY, one-pulse 1D, saturation- or
+        inversion-recovery T1), with a test acquisition, unless one exists there."""
+        if kind not in TEMPLATE_KINDS:
+            raise ValueError(f"simulated TopSpin: template kind {kind!r} is none of {', '.join(TEMPLATE_KINDS)}")
         if not (expno_dir / "acqu").exists():
-            params = {**DEFAULT_EXSY_PARAMS, "DTYPA": self.dtypa}
-            write_parameter_files(expno_dir, params)
+            params = {**DEFAULT_EXSY_PARAMS, "DTYPA": self.dtypa, **TEMPLATE_KINDS[kind]}
+            dimensions = "1" if kind == "1d" else "12"
+            write_parameter_files(expno_dir, params, dimensions=dimensions)
             if self.template_has_data:  # a template set up by hand holds its test acquisition
                 test = {**params, "NS": 1, "DS": 0, "TD1": 2, "DATE": self.clock.now()}
+                if kind in ("satrect", "t1ir"):
+                    test = {**test, "TD1": len(TEMPLATE_VDLIST_S), nmr_dataset.VDLIST_KEY: list(TEMPLATE_VDLIST_S)}
+                    (expno_dir / "vdlist").write_text("".join(f"{d:g}s\n" for d in TEMPLATE_VDLIST_S))
                 nmr_dataset.write_acquired_dataset(expno_dir, test, self.sample_temperature_k(),
                                                    sample=self.sample, seed=self.seed)
-                write_parameter_files(expno_dir, params, files="current")  # acqu as the user left it
+                write_parameter_files(expno_dir, params, dimensions=dimensions, files="current")  # acqu as left
         self._params.pop(expno_dir, None)
         self._status.pop(expno_dir, None)
 
@@ -402,6 +418,10 @@ class SimulatedTopSpin:
                 return self._failed_zg(f"zg: spinning failure: MAS rate 0 Hz (set {self.mas_rate_hz:.0f} Hz)")
             params = dict(self._params[path])
             params["DTYPA"] = self.dtypa  # the console decides the data type, not the parameter set
+            if nmr_dataset.experiment_kind(params) in ("satrect", "t1ir"):
+                problem = self._attach_vdlist(path, params)
+                if problem:
+                    return self._failed_zg(problem)
             params["DATE"] = self.clock.now()  # acqus DATE and audit times follow the simulator's clock
             self._acquisition_count += 1
             acq = _Acquisition(path=path, params=params, start_s=self.clock.now(),
@@ -409,7 +429,8 @@ class SimulatedTopSpin:
                                seed=self.seed + self._acquisition_count,
                                command_thread=threading.current_thread() if wait else None)
             self._acquisition = acq
-            (path / "ser").touch()  # TopSpin creates ser when the acquisition starts
+            # TopSpin creates ser (fid for 1D) when the acquisition starts
+            (path / ("fid" if nmr_dataset.experiment_kind(params) == "1d" else "ser")).touch()
             log.info("simulated TopSpin: zg in %s for %.1f s", path, acq.duration_s)
         if not wait:
             return XcmdResult(0, "")
@@ -421,6 +442,25 @@ class SimulatedTopSpin:
         if acq.state == "failed":
             return self._failed_zg(acq.message)
         return XcmdResult(0, "acquisition finished")
+
+    def _attach_vdlist(self, path: Path, params: dict[str, object]) -> str:
+        """Read the vd list named by VDLIST (a file in the expno folder) into params; copy it to `vdlist` as
+        TopSpin does at zg. Returns the reason a zg must fail, or ""."""
+        name = str(params.get("VDLIST", "")).strip()
+        list_file = path / name
+        if not name or "/" in name or not list_file.is_file():
+            return f"zg: vd list {name!r} not found in {path} (VDLIST)"
+        try:
+            delays = nmr_dataset.parse_vdlist(list_file.read_text(encoding="ascii"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return f"zg: {list_file}: {exc}"
+        td1 = int(float(params.get("TD1", 0)))  # type: ignore[arg-type]
+        if td1 != len(delays):
+            return f"zg: TD1 = {td1} but the vd list {name} holds {len(delays)} delays"
+        if name != "vdlist":
+            shutil.copyfile(list_file, path / "vdlist")
+        params[nmr_dataset.VDLIST_KEY] = delays
+        return ""
 
     def _halt(self) -> XcmdResult:
         with self._lock:
@@ -450,9 +490,9 @@ class SimulatedTopSpin:
             failure = f"disk full: no space left on device writing {acq.path / 'ser'}"
         if failure is None and elapsed < acq.duration_s:
             return
-        placeholder = acq.path / "ser"
-        if placeholder.exists() and placeholder.stat().st_size == 0:
-            placeholder.unlink()  # the writer creates the real ser (and never writes over one)
+        for placeholder in (acq.path / "ser", acq.path / "fid"):
+            if placeholder.exists() and placeholder.stat().st_size == 0:
+                placeholder.unlink()  # the writer creates the real ser/fid (and never writes over one)
         if failure is not None:
             acq.state, acq.message = "failed", failure
             if "disk_full" not in self.faults:
@@ -493,18 +533,20 @@ class SimulatedTopSpin:
 
 
 def simulate_for_station(entry: dict, clock, *, seed: int = 0, automation_dir: Path, data_dir: Path,
-                         peers: dict | None = None, templates: tuple[tuple[str, int], ...] = (),
+                         peers: dict | None = None, templates: tuple[tuple, ...] = (),
                          **_context: object) -> tuple[SimulatedTopSpin, str]:
     """The registry's way in: a simulated TopSpin on the run's folders, holding the templates a user would have set up.
 
+    `templates` holds (name, expno) or (name, expno, kind) with kind one of TEMPLATE_KINDS (default "exsy").
+    The sample is the station entry's `sample` (protocols.station.SampleSpec dumped; absent: the seed's).
     Its sample temperature follows a simulated VT in `peers`, if the station has one.
     """
     vt = (peers or {}).get("vt")
     automation_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    sim = SimulatedTopSpin(automation_dir, data_dir, clock, seed=seed,
+    sim = SimulatedTopSpin(automation_dir, data_dir, clock, seed=seed, sample=sample_from_station(entry.get("sample")),
                            temperature_source=vt.model.sample_k if vt is not None else None)
-    for name, expno in templates:
-        sim.provide_template(data_dir / name / str(expno))
+    for name, expno, *kind in templates:
+        sim.provide_template(data_dir / name / str(expno), *kind)
     sim.start()
     return sim, str(automation_dir)

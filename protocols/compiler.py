@@ -18,10 +18,12 @@ from .cycling import (
 from .errors import InputError
 from .exsy import MAX_EXPNO, VtExsyProtocol
 from .loader import Protocol, load_protocol, load_station
-from .plan import (Acquire2D, CyclerStep, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
+from .nmr_steps import Acquisition1D, Spectrum1D, T1Measurement
+from .plan import (Acquire2D, CyclerStep, D1Rule, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
                    Template, WaitStable)
 from .station import StationSpec, simulated_station
-from .timing import exsy_acquisition_s, ramp_s
+from .timing import exsy_acquisition_s, ramp_s, spectrum_1d_s, t1_series_s
+from .vt_series import ExsyEntry, Spectrum1DEntry, T1Entry, VtSeriesProtocol
 
 NMR_LANE = "nmr"
 # planning assumption for a discharge that ends on voltage: it returns this share of the charge
@@ -55,6 +57,8 @@ def _compile_one(protocol: Protocol, station: StationSpec, source, start_index: 
     """(lane, steps) of one protocol; every protocol kind has its branch (checked by the type checker)."""
     if isinstance(protocol, VtExsyProtocol):
         return NMR_LANE, _compile_exsy(protocol, station, source, start_index)
+    if isinstance(protocol, VtSeriesProtocol):
+        return NMR_LANE, _compile_series(protocol, station, source, start_index)
     if isinstance(protocol, CyclingProtocol):
         return cycler_lane(protocol.cell.channel), _compile_cycling(protocol, station, source, start_index)
     assert_never(protocol)
@@ -142,6 +146,122 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
     if len(set(expnos)) != len(expnos):
         raise InputError(source, "expno", None, "the expno scheme gives two points the same expno")
     return steps
+
+
+def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+    """Per temperature: move, wait, then the experiments block in order (1D, T1, EXSY points with a D1 rule)."""
+    if station.spectrometer is None:
+        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
+    if station.vt is None:
+        raise InputError(source, "temperatures", None, f"station {station.name!r} has no VT unit")
+    vt = station.vt
+    for i, temperature_k in enumerate(p.temperatures_k):
+        if not vt.limits.min_k <= temperature_k <= vt.limits.max_k:
+            raise InputError(source, f"temperatures[{i}]", f"{temperature_k:g} K",
+                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    overhead_s = station.spectrometer.acquisition_overhead_s
+    eq = p.equilibration
+    calibration = vt.calibration_for(p.mas_rate_hz_of(p.experiments[0]))
+    current_k = calibration.sample_k(vt.ambient_k) if calibration else vt.ambient_k
+    stability = Stability(tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
+    policy = PointPolicy(on_collision=p.expno.on_collision, on_vt_excursion=p.on_vt_excursion,
+                         excursion_tolerance_k=p.excursion_tolerance_k, on_stop=p.on_stop)
+    block_size = p.block_size()
+    if p.expno.per_temperature_block is not None and block_size > p.expno.per_temperature_block:
+        raise InputError(source, "expno.per_temperature_block", p.expno.per_temperature_block,
+                         f"{block_size} acquisitions per temperature do not fit in a block")
+    rule = p.recycle_delay
+    rule_sites = p.rule_sites_ppm()
+    fit_names = tuple(p.sites) if p.sites else None
+    fit_ppm = tuple(p.sites.values()) if p.sites else rule_sites
+    steps: list[Step] = []
+    n_acq = 0
+
+    def add(step_cls, **fields) -> Step:
+        step = step_cls(index=start_index + len(steps), lane=NMR_LANE, protocol=p.name, **fields)
+        steps.append(step)
+        return step
+
+    for block, i_t in enumerate(order_temperatures(list(p.temperatures_k), p.temperature_order, vt.ambient_k)):
+        temperature_k = p.temperatures_k[i_t]
+        add(MoveTemperature, label=f"move to {temperature_k:.1f} K", temperature_k=temperature_k, from_k=current_k,
+            ramp_k_per_min=vt.planned_ramp_k_per_min,
+            estimate_s=ramp_s(current_k, temperature_k, vt.planned_ramp_k_per_min))
+        settle_s = vt.settle_estimate_s if abs(temperature_k - current_k) > eq.tolerance_k else 0.0
+        add(WaitStable, label=f"stable at {temperature_k:.1f} K", temperature_k=temperature_k, stability=stability,
+            estimate_s=eq.hold_s + settle_s)
+        current_k = temperature_k
+        last_rule: D1Rule | None = None  # the rule fed by the latest T1 of this block
+        j = 0
+
+        def next_expno() -> int:
+            if p.expno.per_temperature_block is not None:
+                expno = p.expno.start + block * p.expno.per_temperature_block + j
+            else:
+                expno = p.expno.start + n_acq
+            if expno > MAX_EXPNO:
+                raise InputError(source, "expno.start", p.expno.start, f"the series needs expno {expno} > {MAX_EXPNO}")
+            return expno
+
+        common = dict(dataset=p.dataset, temperature_k=temperature_k, stability=stability, policy=policy)
+        for entry in p.experiments:
+            if isinstance(entry, Spectrum1DEntry):
+                s1 = entry.spectrum_1d
+                acq = _acquisition_1d(s1, s1.pulprog)
+                expno = next_expno()
+                add(Spectrum1D, label=f"1D {temperature_k:.1f} K -> expno {expno}", expno=expno,
+                    title=f"{p.name}: 1D, T = {temperature_k:.1f} K", template=_template(s1.template),
+                    acquisition=acq, **common,
+                    estimate_s=spectrum_1d_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s, overhead_s=overhead_s))
+                j, n_acq = j + 1, n_acq + 1
+            elif isinstance(entry, T1Entry):
+                t1 = entry.t1
+                acq = _acquisition_1d(t1, t1.pulse_program)
+                expno = next_expno()
+                last_rule = None if rule is None else D1Rule(factor=rule.factor, min_s=rule.min_s, max_s=rule.max_s,
+                                                             sites_ppm=rule_sites, t1_step=start_index + len(steps))
+                add(T1Measurement, label=f"T1 ({t1.method}) {temperature_k:.1f} K -> expno {expno}",
+                              expno=expno, title=f"{p.name}: T1 ({t1.method} recovery), T = {temperature_k:.1f} K",
+                              template=_template(t1.template), method=t1.method, delays_s=tuple(t1.delays_s),
+                              sites_ppm=fit_ppm, site_names=fit_names if fit_ppm is not None and fit_names else None,
+                              d1_rule=last_rule, acquisition=acq, **common,
+                              estimate_s=t1_series_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s,
+                                                     delays_s=t1.delays_s, overhead_s=overhead_s))
+                j, n_acq = j + 1, n_acq + 1
+            elif isinstance(entry, ExsyEntry):
+                ex = entry.exsy
+                a = ex.acquisition
+                d1_rule = last_rule
+                d1_s = a.d1_s if d1_rule is None else d1_rule.max_s  # planned with the maximum until T1 is measured
+                nmr = NmrAcquisition(pulprog=a.pulprog, ns=a.ns, ds=a.ds, td1=a.td1, td2=a.td2, d1_s=d1_s,
+                                     in0_s=a.t1_increment_s, sw_ppm=a.sw_ppm, sfo1_mhz=a.sfo1_mhz, fn_mode=a.fn_mode,
+                                     mas_rate_hz=a.mas_rate_hz)
+                for mixing_time_s in ex.mixing_times_s:
+                    expno = next_expno()
+                    add(Acquire2D, label=f"EXSY {temperature_k:.1f} K, tmix {mixing_time_s:g} s -> expno {expno}",
+                        expno=expno, title=f"{p.name}: T = {temperature_k:.1f} K, tmix = {mixing_time_s:g} s",
+                        mixing_time_s=mixing_time_s, template=_template(ex.template), acquisition=nmr,
+                        d1_rule=d1_rule, **common,
+                        estimate_s=exsy_acquisition_s(
+                            ns=a.ns, ds=a.ds, td1=a.td1, td2=a.td2, d1_s=d1_s, mixing_time_s=mixing_time_s,
+                            in0_s=a.t1_increment_s, sw_ppm=a.sw_ppm, sfo1_mhz=a.sfo1_mhz, fn_mode=a.fn_mode,
+                            overhead_s=overhead_s))
+                    j, n_acq = j + 1, n_acq + 1
+            else:
+                assert_never(entry)
+    expnos = [s.expno for s in steps if isinstance(s, (Acquire2D, Spectrum1D, T1Measurement))]
+    if len(set(expnos)) != len(expnos):
+        raise InputError(source, "expno", None, "the expno scheme gives two acquisitions the same expno")
+    return steps
+
+
+def _acquisition_1d(spec, pulprog: str) -> Acquisition1D:
+    return Acquisition1D(pulprog=pulprog, ns=spec.ns, ds=spec.ds, td=spec.td, d1_s=spec.d1_s, sw_ppm=spec.sw_ppm,
+                         sfo1_mhz=spec.sfo1_mhz, mas_rate_hz=spec.mas_rate_hz)
+
+
+def _template(t) -> Template:
+    return Template(name=t.name, expno=t.expno)
 
 
 class _CellState:

@@ -12,10 +12,12 @@ from .cycling import CyclingProtocol
 from .errors import MISSING, InputError, from_validation_error
 from .exsy import VtExsyProtocol
 from .station import StationSpec, is_sim
+from .vt_series import VtSeriesProtocol
 
-Protocol = Union[VtExsyProtocol, CyclingProtocol]
-_PROTOCOL_KINDS: dict[str, type[VtExsyProtocol] | type[CyclingProtocol]] = {
+Protocol = Union[VtExsyProtocol, VtSeriesProtocol, CyclingProtocol]
+_PROTOCOL_KINDS: dict[str, type[VtExsyProtocol] | type[VtSeriesProtocol] | type[CyclingProtocol]] = {
     "vt-exsy": VtExsyProtocol,
+    "vt-series": VtSeriesProtocol,
     "cycling": CyclingProtocol,
 }
 MAX_FILE_BYTES = 1_000_000

@@ -70,6 +70,36 @@ class NmrAcquisition(_Part):
     mas_rate_hz: float
 
 
+SITE_MATCH_PPM = 0.5  # a fitted site counts as the rule's site within this distance
+
+
+class D1Rule(_Part):
+    """D1 = factor x max(T1 of the chosen sites), clamped to [min_s, max_s]; max_s when no usable T1."""
+
+    factor: float = Field(gt=0)
+    min_s: float = Field(gt=0)
+    max_s: float = Field(gt=0)
+    sites_ppm: tuple[float, ...] | None = Field(None, description="sites whose T1 count; None: every fitted site")
+    t1_step: int = Field(description="plan index of the T1 step at the same temperature whose fit sets D1")
+
+    def choose(self, fitted: list[tuple[float, float | None, bool]]) -> tuple[float, str]:
+        """(D1, "" or why it fell back to max_s) from the fitted sites (shift_ppm, t1_s, fit ok)."""
+        if self.sites_ppm is None:
+            wanted = [(shift, t1, ok) for shift, t1, ok in fitted]
+        else:
+            wanted = []
+            for site in self.sites_ppm:
+                near = [f for f in fitted if abs(f[0] - site) <= SITE_MATCH_PPM]
+                if not near:
+                    return self.max_s, f"no T1 fitted at the site {site:g} ppm"
+                wanted.append(min(near, key=lambda f: abs(f[0] - site)))
+        bad = [shift for shift, t1, ok in wanted if not ok or t1 is None or t1 <= 0]
+        if bad or not wanted:
+            return self.max_s, ("the T1 fit failed at " + ", ".join(f"{s:g} ppm" for s in bad)) if bad else "no site fitted"
+        longest_s = max(t1 for _, t1, _ in wanted if t1 is not None)
+        return min(max(self.factor * longest_s, self.min_s), self.max_s), ""
+
+
 class PointPolicy(_Part):
     """What to do when the expno holds data, the temperature strays, or the user stops mid-acquisition."""
 
@@ -96,9 +126,16 @@ class Acquire2D(Step):
     acquisition: NmrAcquisition
     stability: Stability
     policy: PointPolicy
+    d1_rule: D1Rule | None = Field(None, description="D1 from the measured T1; acquisition.d1_s is then its max")
 
     def record_params(self) -> dict[str, Any]:
-        return {"mixing_time_s": self.mixing_time_s}
+        return {"mixing_time_s": self.mixing_time_s, "d1_s": self.acquisition.d1_s}
+
+    def with_d1(self, d1_s: float) -> "Acquire2D":
+        """This point with another recycle delay, its estimate changed by the (DS + NS x TD1) scans it spans."""
+        a = self.acquisition
+        estimate_s = max(self.estimate_s + (d1_s - a.d1_s) * (a.ds + a.ns * a.td1), 0.0)
+        return self.model_copy(update={"acquisition": a.model_copy(update={"d1_s": d1_s}), "estimate_s": estimate_s})
 
 
 class CyclerStep(Step):

@@ -96,6 +96,50 @@ class VtSpec(FileModel):
         return self.ramp_rate_k_per_min or self.limits.max_ramp_k_per_min
 
 
+class SampleSiteSpec(FileModel):
+    """One site of a simulated sample; ppm and eV are plain numbers (the field names carry the unit)."""
+
+    name: str = Field(min_length=1, max_length=60)
+    shift_ppm: float = Field(alias="shift", ge=-1000, le=1000)
+    population: float = Field(gt=0)
+    linewidth_hz: Hertz = Field(alias="linewidth", gt=0)
+    t1_s: Seconds = Field(alias="t1", gt=0, description="T1 at reference_temperature")
+    t1_ea_ev: float = Field(0.0, alias="t1_ea", ge=-2, le=2, description="Arrhenius activation of 1/T1")
+    reference_temperature_k: Kelvin = Field(293.0, alias="reference_temperature", gt=0)
+
+
+class SampleExchangeSpec(FileModel):
+    """One exchange law k(T) = k0 exp(-ea / kB T) for the forward direction sites[0] -> sites[1]."""
+
+    sites: tuple[str, str]
+    k0_per_s: float = Field(alias="k0", gt=0, description="Arrhenius prefactor in 1/s")
+    ea_ev: float = Field(alias="ea", ge=0, le=5)
+
+
+class SampleSpec(FileModel):
+    """The sample a `sim://` spectrometer measures; absent, the simulator uses the seed's Li2S(LiI) / LPSC mixture
+    (hardware_sim.nmr_physics.paper_sample)."""
+
+    sites: list[SampleSiteSpec] = Field(min_length=1)
+    exchange: list[SampleExchangeSpec] = Field(default_factory=list)
+    spin_diffusion: bool = False
+
+    @model_validator(mode="after")
+    def _pairs_name_sites(self) -> "SampleSpec":
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate site names in {names}")
+        seen: set[frozenset[str]] = set()
+        for law in self.exchange:
+            a, b = law.sites
+            if a not in names or b not in names or a == b:
+                raise ValueError(f"exchange sites [{a}, {b}] must name two distinct sites of {names}")
+            if frozenset((a, b)) in seen:
+                raise ValueError(f"exchange between {a} and {b} given twice; give one direction once")
+            seen.add(frozenset((a, b)))
+        return self
+
+
 class SpectrometerSpec(FileModel):
     """The Bruker spectrometer, reached through TopSpin automation files (`sim://NAME`: a simulated TopSpin)."""
 
@@ -105,6 +149,7 @@ class SpectrometerSpec(FileModel):
     heartbeat_timeout_s: Seconds = Field(30.0, alias="heartbeat_timeout", gt=0)
     acquisition_overhead_s: Seconds = Field(2.0, alias="acquisition_overhead", ge=0)
     overdue_factor: float = Field(1.5, gt=1.0, le=10.0)
+    sample: SampleSpec | None = Field(None, description="only for sim://: the simulated sample (default: the seed's)")
 
     def folders(self, workdir: Path) -> tuple[Path, Path]:
         """(automation folder, data folder); a simulated TopSpin's live in `workdir` (the run folder)."""

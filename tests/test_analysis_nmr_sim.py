@@ -25,7 +25,8 @@ def simulated_series(tmp_path_factory):
     expno = 10
     for temperature_k in TEMPERATURES_K:
         for t in MIXING_S:
-            params = {"TE": temperature_k, "D8": float(t), "NS": 16, "TD1": 32, "IN0": 1e-3}
+            # D1 >> T1 (20 s at most): fully relaxed scans, so the Ea truth must come back undistorted
+            params = {"TE": temperature_k, "D8": float(t), "NS": 16, "TD1": 32, "IN0": 1e-3, "D1": 200.0}
             write_acquired_dataset(root / str(expno), params, temperature_k, sample=sample, seed=expno)
             expno += 1
     return root, sample

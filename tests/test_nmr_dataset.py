@@ -19,7 +19,8 @@ from hardware_sim.nmr_physics import paper_sample
 
 SHIFTS_PPM = {"Li2S": 2.31, "LPSC": 1.29, "LiI": -4.56}
 # 64 complex t1 points over 625 Hz: fine enough in F1 to separate Li2S from LPSC.
-FINE = {"TD1": 128, "IN0": 1.6e-3, "O1": -83.0, "NS": 16}
+# D1 >> T1 (20 s at most): every scan starts fully relaxed, so the exchange truth is seen undistorted.
+FINE = {"TD1": 128, "IN0": 1.6e-3, "O1": -83.0, "NS": 16, "D1": 200.0}
 
 
 def process(expno: Path) -> tuple[np.ndarray, ng.fileiobase.unit_conversion, ng.fileiobase.unit_conversion]:
@@ -103,7 +104,7 @@ def test_ser_is_padded_per_fid_when_td_is_not_a_multiple_of_256(tmp_path: Path) 
 
 def test_digital_filter_delay_is_removed_by_nmrglue(tmp_path: Path) -> None:
     expno = tmp_path / "dsp" / "1"
-    write_acquired_dataset(expno, {"TD1": 2, "D8": 0.001}, 293.0)
+    write_acquired_dataset(expno, {"TD1": 2, "D8": 0.001, "D1": 200.0}, 293.0)
     dic, data = ng.bruker.read(str(expno))
     fid = data[0]
     grpdly = dic["acqus"]["GRPDLY"]

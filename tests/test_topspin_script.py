@@ -243,3 +243,10 @@ def test_simulator_as_context_manager_serves_and_stops(tmp_path: Path):
         driver = topspin.TopSpinDriver(tmp_path / "automation", tmp_path / "data", clock)
         assert driver.is_alive()
     assert not driver.is_alive()
+
+
+def test_vdlist_text_is_one_delay_a_line_in_seconds_with_the_s_suffix() -> None:
+    assert script.vdlist_text([0.01, 1, 2.5e-5, 120.0, 0]) == "0.01s\n1s\n0.000025s\n120s\n0s\n"
+    for bad in ([], [-1.0], [float("nan")], [float("inf")]):
+        with pytest.raises(ValueError, match="refused"):
+            script.vdlist_text(bad)

@@ -149,6 +149,21 @@ def check_dataset_name(name):
         raise ValueError("refused dataset name %r (letters, digits, _ . + - only; no '/', no '..')" % (name,))
 
 
+def vdlist_text(values_s):
+    """A TopSpin vd list: one delay per line in seconds, fixed point with the s suffix (e.g. 0.01s); refuses bad
+    delays."""
+    if not values_s:
+        raise ValueError("refused an empty delay list")
+    lines = []
+    for value in values_s:
+        value = float(value)
+        if not value >= 0 or value == float("inf"):
+            raise ValueError("refused delay %r s (must be a finite number >= 0)" % (value,))
+        text = ("%.9f" % value).rstrip("0").rstrip(".")  # fixed point (no exponent), down to 1 ns
+        lines.append((text or "0") + "s\n")
+    return "".join(lines)
+
+
 def check_expno(expno):
     """Refuse experiment numbers outside TopSpin's 1..99999."""
     expno = int(expno)
@@ -472,6 +487,20 @@ class Automation(object):
             os.makedirs(folder)
         write_text_atomic(os.path.join(folder, "title"), args["title"].rstrip("\n") + "\n")
         return None
+
+    def op_write_list(self, args):
+        """Write the delay list <expno>/<list_name> (vdlist_text), PUTPAR VDLIST to its name and "1 TD" to its
+        length (a pseudo-2D T1 takes one row per delay)."""
+        check_dataset_name(args["list_name"])  # a list file name follows the dataset-name rule
+        text = vdlist_text(args["values_s"])
+        dataset = self.open_dataset(args)
+        path = self.expno_path(dataset)
+        if has_data(path):
+            raise RuntimeError("expno %s already holds data; refusing to change its list" % path)
+        write_text_atomic(os.path.join(path, args["list_name"]), text)
+        self.api.PUTPAR("VDLIST", args["list_name"])
+        self.api.PUTPAR("1 TD", str(len(args["values_s"])))
+        return os.path.join(path, args["list_name"])
 
     def op_get_param(self, args):
         """GETPAR one current (acqu) parameter of name/expno."""
