@@ -56,7 +56,7 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     roles = roles_of(station, plan.lanes)
     clock = make_clock(station, roles, virtual_start_s=time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocol_paths])
-    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=_templates(plan))
+    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=plan.templates())
     _refuse_collisions(root, plan, station, started=set())
     source = station_path or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, root, real=True)
@@ -105,7 +105,7 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True,
     # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
     clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocols])
-    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=_templates(plan))
+    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=plan.templates())
     source = station_copy or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, folder.root, real=True)
     try:
@@ -124,12 +124,6 @@ def _open(station: StationSpec, source: str | Path, clock: Clock, roles: list[Ro
                             phase=(lambda r: not r.simulated) if real else (lambda r: r.simulated))
     except PreflightRefused as exc:
         raise InputError(source, exc.field, exc.address, exc.reason) from None
-
-
-def _templates(plan: Plan) -> tuple[tuple[str, int], ...]:
-    """The TopSpin template datasets the plan's points copy their parameters from."""
-    found = {(t.name, t.expno) for s in plan.steps if (t := getattr(s, "template", None)) is not None}
-    return tuple(sorted(found))
 
 
 def _bdf_times(bdf: Path) -> tuple[float, float] | None:

@@ -210,7 +210,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                 acq = _acquisition_1d(s1, s1.pulprog)
                 expno = next_expno()
                 add(Spectrum1D, label=f"1D {temperature_k:.1f} K -> expno {expno}", expno=expno,
-                    title=f"{p.name}: 1D, T = {temperature_k:.1f} K", template=_template(s1.template),
+                    title=f"{p.name}: 1D, T = {temperature_k:.1f} K", template=_template(s1.template, "1d"),
                     acquisition=acq, **common,
                     estimate_s=spectrum_1d_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s, overhead_s=overhead_s))
                 j, n_acq = j + 1, n_acq + 1
@@ -222,7 +222,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                                                              sites_ppm=rule_sites, t1_step=start_index + len(steps))
                 add(T1Measurement, label=f"T1 ({t1.method}) {temperature_k:.1f} K -> expno {expno}",
                               expno=expno, title=f"{p.name}: T1 ({t1.method} recovery), T = {temperature_k:.1f} K",
-                              template=_template(t1.template), method=t1.method, delays_s=tuple(t1.delays_s),
+                              template=_template(t1.template, "satrect" if t1.method == "saturation" else "t1ir"), method=t1.method, delays_s=tuple(t1.delays_s),
                               sites_ppm=fit_ppm, site_names=fit_names if fit_ppm is not None and fit_names else None,
                               d1_rule=last_rule, acquisition=acq, **common,
                               estimate_s=t1_series_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s,
@@ -240,7 +240,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                     expno = next_expno()
                     add(Acquire2D, label=f"EXSY {temperature_k:.1f} K, tmix {mixing_time_s:g} s -> expno {expno}",
                         expno=expno, title=f"{p.name}: T = {temperature_k:.1f} K, tmix = {mixing_time_s:g} s",
-                        mixing_time_s=mixing_time_s, template=_template(ex.template), acquisition=nmr,
+                        mixing_time_s=mixing_time_s, template=_template(ex.template, "exsy"), acquisition=nmr,
                         d1_rule=d1_rule, **common,
                         estimate_s=exsy_acquisition_s(
                             ns=a.ns, ds=a.ds, td1=a.td1, td2=a.td2, d1_s=d1_s, mixing_time_s=mixing_time_s,
@@ -260,8 +260,9 @@ def _acquisition_1d(spec, pulprog: str) -> Acquisition1D:
                          sfo1_mhz=spec.sfo1_mhz, mas_rate_hz=spec.mas_rate_hz)
 
 
-def _template(t) -> Template:
-    return Template(name=t.name, expno=t.expno)
+def _template(t, experiment: Literal["exsy", "1d", "satrect", "t1ir"]) -> Template:
+    """The plan's template record: where it is and what experiment it must be set up for."""
+    return Template(name=t.name, expno=t.expno, experiment=experiment)
 
 
 class _CellState:

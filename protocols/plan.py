@@ -6,9 +6,11 @@ them (a new kind needs no list here), and each lane declares the kinds it execut
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+from common.sites import SITE_MATCH_PPM
 
 
 class Step(BaseModel):
@@ -48,10 +50,11 @@ class Stability(_Part):
 
 
 class Template(_Part):
-    """The TopSpin dataset a point copies its parameters from (set up by hand)."""
+    """The TopSpin dataset a point copies its parameters from (set up by hand), and the experiment it is set up for."""
 
     name: str
     expno: int
+    experiment: Literal["exsy", "1d", "satrect", "t1ir"] = "exsy"
 
 
 class NmrAcquisition(_Part):
@@ -70,8 +73,6 @@ class NmrAcquisition(_Part):
     mas_rate_hz: float
 
 
-SITE_MATCH_PPM = 0.5  # a fitted site counts as the rule's site within this distance
-
 
 class D1Rule(_Part):
     """D1 = factor x max(T1 of the chosen sites), clamped to [min_s, max_s]; max_s when no usable T1."""
@@ -82,8 +83,8 @@ class D1Rule(_Part):
     sites_ppm: tuple[float, ...] | None = Field(None, description="sites whose T1 count; None: every fitted site")
     t1_step: int = Field(description="plan index of the T1 step at the same temperature whose fit sets D1")
 
-    def choose(self, fitted: list[tuple[float, float | None, bool]]) -> tuple[float, str]:
-        """(D1, "" or why it fell back to max_s) from the fitted sites (shift_ppm, t1_s, fit ok)."""
+    def choose(self, fitted: list[tuple[float, float | None, bool]]) -> "D1Choice":
+        """The D1 for the fitted sites (shift_ppm, t1_s, fit ok): the rule's value clamped, or max_s and why."""
         if self.sites_ppm is None:
             wanted = [(shift, t1, ok) for shift, t1, ok in fitted]
         else:
@@ -91,13 +92,27 @@ class D1Rule(_Part):
             for site in self.sites_ppm:
                 near = [f for f in fitted if abs(f[0] - site) <= SITE_MATCH_PPM]
                 if not near:
-                    return self.max_s, f"no T1 fitted at the site {site:g} ppm"
+                    return D1Choice(self.max_s, f"no T1 fitted at the site {site:g} ppm", None)
                 wanted.append(min(near, key=lambda f: abs(f[0] - site)))
         bad = [shift for shift, t1, ok in wanted if not ok or t1 is None or t1 <= 0]
         if bad or not wanted:
-            return self.max_s, ("the T1 fit failed at " + ", ".join(f"{s:g} ppm" for s in bad)) if bad else "no site fitted"
-        longest_s = max(t1 for _, t1, _ in wanted if t1 is not None)
-        return min(max(self.factor * longest_s, self.min_s), self.max_s), ""
+            reason = ("the T1 fit failed at " + ", ".join(f"{s:g} ppm" for s in bad)) if bad else "no site fitted"
+            return D1Choice(self.max_s, reason, None)
+        wanted_s = self.factor * max(t1 for _, t1, _ in wanted if t1 is not None)
+        return D1Choice(min(max(wanted_s, self.min_s), self.max_s), "", wanted_s)
+
+
+class D1Choice(NamedTuple):
+    """A recycle delay chosen by a D1Rule: the value used, why it fell back (or ""), the unclamped factor x T1."""
+
+    d1_s: float
+    fallback: str
+    wanted_s: float | None
+
+    @property
+    def clamped(self) -> bool:
+        """The rule's factor x T1 lay outside [min_s, max_s] and was clamped to it."""
+        return self.wanted_s is not None and self.wanted_s != self.d1_s
 
 
 class PointPolicy(_Part):
@@ -172,6 +187,11 @@ class Plan(BaseModel):
         for step in self.steps:
             out.setdefault(step.lane, []).append(step)
         return out
+
+    def templates(self) -> tuple[tuple[str, int, str], ...]:
+        """The TopSpin template datasets the plan's points copy their parameters from: (name, expno, experiment)."""
+        found = {(t.name, t.expno, t.experiment) for s in self.steps if isinstance(t := getattr(s, "template", None), Template)}
+        return tuple(sorted(found))
 
     def lane_estimates_s(self) -> dict[str, float]:
         return {lane: sum(s.estimate_s for s in steps) for lane, steps in self.lanes.items()}
