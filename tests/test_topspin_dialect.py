@@ -19,7 +19,7 @@ from drivers.topspin_side import exsylab_automation as script
 from hardware_sim.nmr_dataset import acquisition_duration_s
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
 
-TEMPLATE = (TEMPLATE_NAME, 1, "exsy")
+TEMPLATE = (TEMPLATE_NAME, 1)
 PARAMS = {"NS": 1, "DS": 0, "TD": 256, "TD1": 4, "D1": 0.2, "D8": 0.01, "IN0": 0.0004}
 DURATION_S = acquisition_duration_s(PARAMS)
 
@@ -212,7 +212,7 @@ def test_too_old_jython_is_refused_in_the_heartbeat_and_by_preflight(tmp_path):
 
 def test_preflight_reports_versions_and_checks_templates(bench):
     sim, driver, clock = bench
-    summary = driver.preflight([TEMPLATE])
+    summary = driver.preflight([(*TEMPLATE, "exsy")])
     assert "TopSpin 4.1.4" in summary and "Jython 3." in summary and f"{TEMPLATE_NAME}/1" in summary
     with pytest.raises(SpectrometerConfigurationError, match="no acqu file") as missing:
         driver.preflight([("noesy_template", 7, "exsy")])

@@ -128,17 +128,17 @@ def _done_t1(ctx: StepContext, outcome: dict) -> None:
 def test_d1_comes_from_the_t1_outcome_in_the_journal(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     lane = NmrLane.__new__(NmrLane)
-    assert lane._d1_from_journal(RULE, ctx) == (5.0, "the T1 step 3 did not finish")
+    assert lane._d1_from_journal(RULE, ctx)[:2] == (5.0, "the T1 step 3 did not finish")
     _done_t1(ctx, {"t1": {"error": "", "sites": [{"shift_ppm": 2.31, "t1_s": 0.5, "ok": True},
                                                {"shift_ppm": -4.56, "t1_s": 0.7, "ok": True}]}})
-    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(2.1), "")
+    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(2.1), "", pytest.approx(2.1))
 
 
 def test_a_failed_fit_falls_back_to_the_maximum_with_its_reason(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     _done_t1(ctx, {"t1": {"error": "", "sites": [{"shift_ppm": 2.31, "t1_s": 0.5, "ok": True},
                                                {"shift_ppm": -4.56, "t1_s": None, "ok": False}]}})
-    d1_s, reason = NmrLane.__new__(NmrLane)._d1_from_journal(RULE, ctx)
+    d1_s, reason, _ = NmrLane.__new__(NmrLane)._d1_from_journal(RULE, ctx)
     assert d1_s == 5.0 and "-4.56 ppm" in reason
 
 
@@ -155,7 +155,7 @@ def test_a_t1_reconciled_on_resume_is_fitted_from_its_dataset_not_measured_again
     ctx.journal.record_dataset(dataset="s", expno=101, index=3, kind="t1", path=str(tmp_path / "s" / "101"),
                                temperature_k=293.15, params={}, status="done", at=1.0)
     lane = NmrLane.__new__(NmrLane)
-    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(3.6), "")
-    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(3.6), "")  # the next point reads the recorded fit
+    assert lane._d1_from_journal(RULE, ctx)[:2] == (pytest.approx(3.6), "")
+    assert lane._d1_from_journal(RULE, ctx)[:2] == (pytest.approx(3.6), "")  # the next point reads the recorded fit
     assert calls == [tmp_path / "s" / "101"]
     assert [e["status"] for e in ctx.journal.events(limit=100)].count("t1_measured") == 1
