@@ -188,7 +188,8 @@ def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: di
         lanes.update(build_lanes(plan, runtime, folder, cells))
         view = ProgressView(plan, runtime.clock, journal.steps()) if show_progress else None
         runner = Runner(plan, journal, lanes, runtime.clock, control, notifier,
-                        on_step=view.on_step if view else None, log_tag=tag)
+                        on_step=view.on_step if view else None, on_estimate=view.on_estimate if view else None,
+                        log_tag=tag)
         with contextlib.ExitStack() as stack:
             if signals:
                 stack.enter_context(control_mod.handle_signals(control))

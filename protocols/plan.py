@@ -29,6 +29,10 @@ class Step(BaseModel):
         """The kind-specific parameters a dataset record carries (the journal's params column)."""
         return {}
 
+    def estimate_after(self, index: int, outcome: dict[str, Any]) -> float | None:
+        """This step's revised estimate now that step `index` finished with `outcome`; None: unchanged."""
+        return None
+
 
 class MoveTemperature(Step):
     kind: Literal["move_temperature"] = "move_temperature"
@@ -145,6 +149,11 @@ class Acquire2D(Step):
 
     def record_params(self) -> dict[str, Any]:
         return {"mixing_time_s": self.mixing_time_s, "d1_s": self.acquisition.d1_s}
+
+    def estimate_after(self, index: int, outcome: dict[str, Any]) -> float | None:
+        """Once the T1 step its D1 rule reads is done, the estimate with the D1 that T1 gives."""
+        d1_s = (outcome.get("t1") or {}).get("d1_s") if self.d1_rule is not None and index == self.d1_rule.t1_step else None
+        return None if d1_s is None else self.with_d1(float(d1_s)).estimate_s
 
     def with_d1(self, d1_s: float) -> "Acquire2D":
         """This point with another recycle delay, its estimate changed by the (DS + NS x TD1) scans it spans."""

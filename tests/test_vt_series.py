@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from acquisition.api import start_run
+from protocols import load_plan
 from acquisition.control import Control
 from acquisition.journal import Journal
 from acquisition.nmr_lane import NmrLane
@@ -58,10 +59,16 @@ def _station(tmp_path: Path) -> Path:
 
 
 def test_exsy_d1_is_three_times_the_fitted_t1_at_each_temperature(tmp_path: Path) -> None:
-    folder, result = start_run([_short_series(tmp_path)], _station(tmp_path), tmp_path / "run", show_progress=False)
+    series, station = _short_series(tmp_path), _station(tmp_path)
+    planned = {s.index: s for s in load_plan([series], station)[0].steps}
+    folder, result = start_run([series], station, tmp_path / "run", show_progress=True)
     assert result.ok, result.lanes
     journal = Journal(folder.journal)
     steps = journal.steps()
+    for record in (s for s in steps if s.kind == "acquire_2d"):  # planned with D1 = 5 s, revised once T1 was fitted
+        d1_s = next(s.outcome["d1_s"] for s in steps if s.index == record.index)
+        assert record.estimate_s == pytest.approx(planned[record.index].with_d1(d1_s).estimate_s)
+        assert record.estimate_s < planned[record.index].estimate_s
     datasets = journal.datasets()
     fits = {s.index: s.outcome["t1"] for s in steps if s.kind == "t1"}
     assert len(fits) == 2
