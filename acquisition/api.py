@@ -15,13 +15,15 @@ from analysis.errors import AnalysisInputError
 from drivers.clock import Clock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
-from protocols.plan import CyclerStep, Step
+from protocols.nmr_steps import FitCalibration
+from protocols.plan import CyclerStep, MoveTemperature, Step
 from protocols.station import StationSpec
 
 from . import control as control_mod
 from . import run_log
 from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .control import Control, RunLock, runner_alive
+from .calibration_run import run_fit_calibration
 from .cycler_lane import CyclerLane, limits_of
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
@@ -30,7 +32,7 @@ from .progress import ProgressView, eta_from_records
 from .report import write_report
 from .run_folder import (DATASETS_FILE, SUMMARY_FILE, RunFolder, check_new_run_dir, create_run_folder, open_run_folder,
                          restore_secrets)
-from .runner import Runner, RunResult
+from .runner import Runner, RunResult, StepContext
 from .station_runtime import (OpenContext, PreflightRefused, Role, StationRuntime, cycler_role, make_clock,
                               open_station, roles_of)
 
@@ -207,9 +209,14 @@ def _nmr_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: Run
               cells: dict[str, dict[str, Any]]) -> NmrLane:
     spec = runtime.station.spectrometer
     assert runtime.vt is not None and runtime.spectrometer is not None  # roles_of opened both for the nmr lane
-    nmr = NmrLane(runtime.spectrometer, runtime.vt, overdue_factor=spec.overdue_factor if spec else 1.5)
+    def fit_calibration(step: FitCalibration, ctx: StepContext) -> dict[str, Any]:
+        return run_fit_calibration(step, ctx, folder.root, runtime.station, folder.station_copy())
+
+    nmr = NmrLane(runtime.spectrometer, runtime.vt, overdue_factor=spec.overdue_factor if spec else 1.5,
+                  fit_calibration=fit_calibration)
     mas_rates = [a.mas_rate_hz for s in steps if (a := getattr(s, "acquisition", None)) is not None]
-    if mas_rates:
+    setpoints_only = any(isinstance(s, MoveTemperature) and s.temperature_is_setpoint for s in steps)
+    if mas_rates and not setpoints_only:  # a calibration run measures the sample against plain set points
         runtime.vt.calibration = runtime.calibration_for(mas_rates[0])
     return nmr
 

@@ -26,7 +26,7 @@ from drivers.clock import RealTimer
 from drivers.errors import InstrumentError
 from drivers.vt import TemperatureController
 from analysis.errors import AnalysisInputError
-from protocols.nmr_steps import Spectrum1D, T1Measurement
+from protocols.nmr_steps import FitCalibration, Spectrum1D, T1Measurement
 from protocols.plan import SITE_MATCH_PPM, Acquire2D, D1Choice, D1Rule, MoveTemperature, Stability, Step, WaitStable
 from protocols.timing import ramp_s
 
@@ -80,9 +80,12 @@ class NmrLane:
     """Executes the NMR lane's steps on the spectrometer and the VT unit."""
 
     def __init__(self, spectrometer: TopSpinDriver, vt: TemperatureController, *, overdue_factor: float = 1.5,
-                 real_timer: RealTimer | None = None) -> None:
+                 real_timer: RealTimer | None = None, fit_calibration: Callable[[FitCalibration, StepContext],
+                                                                                dict[str, Any]] | None = None) -> None:
+        """fit_calibration: the executor of a calibration run's last step (it writes into the run folder)."""
         self.spectrometer = spectrometer
         self.vt = vt
+        self._fit_calibration = fit_calibration
         self.overdue_factor = overdue_factor
         self._real_timer = real_timer or RealTimer()
         self._reserved_expnos: set[tuple[str, int]] = set()
@@ -92,8 +95,12 @@ class NmrLane:
     # ---- LaneExecutor -------------------------------------------------------------------
     def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
         """The step kinds this lane executes, each with its executor (the dispatch table)."""
-        return {"move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire_exsy,
-                "spectrum_1d": self._acquire, "t1": self._measure_t1}
+        table: dict[str, Callable[[Any, StepContext], dict[str, Any]]] = {
+            "move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire_exsy,
+            "spectrum_1d": self._acquire, "t1": self._measure_t1}
+        if self._fit_calibration is not None:
+            table["fit_calibration"] = self._fit_calibration
+        return table
 
     def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         if ctx.should_stop():
@@ -318,6 +325,9 @@ class NmrLane:
             b = step.acquisition
             kind = {"PULPROG": b.pulprog, "PARMODE": 0, "NS": b.ns, "DS": b.ds, "TD": b.td, "D1": b.d1_s,
                     "SW": b.sw_ppm, "SFO1": b.sfo1_mhz, "MASR": b.mas_rate_hz}
+            if b.o1p_ppm is not None:  # O1P is TopSpin's view of O1 (Hz) = O1P x BF1; SFO1 = BF1 + O1
+                o1_hz = b.o1p_ppm * b.sfo1_mhz
+                kind.update({"O1": o1_hz, "SFO1": b.sfo1_mhz + o1_hz * 1e-6})
             if isinstance(step, T1Measurement):  # a pseudo-2D: one row per delay of the vdlist
                 kind.update({"PARMODE": 1, "TD1": len(step.delays_s)})
         return {

@@ -63,6 +63,7 @@ def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -
                          f"{params or '-'} | {d['status']} | {d['note'] or ''} |")
         lines.append("")
     lines += _temperature_table(journal)
+    lines += _calibration_section(journal)
     problems = [s for s in steps if s.status in ("failed", "running")]
     unusable = [d for d in datasets if d["status"] in ("partial", "flagged", "failed")]
     lines += ["## What went wrong", ""]
@@ -155,6 +156,21 @@ def _temperature_table(journal: Journal) -> list[str]:
         spectrum = ", ".join(f"{d['dataset']}/{d['expno']}" for d in spectra.get(temperature_k, [])) or "-"
         lines.append(f"| {temperature_k:.2f} | {t1} | {d1} | {spectrum} |")
     return lines + [""]
+
+
+def _calibration_section(journal: Journal) -> list[str]:
+    """A MAS calibration run's result: set point, thermometer shift, sample temperature, and the station file."""
+    fits = [s for s in journal.steps() if s.kind == "fit_calibration" and s.status == "done"]
+    lines: list[str] = []
+    for fit in fits:
+        out = fit.outcome
+        lines += [f"## MAS temperature calibration at {out['mas_rate_hz']:g} Hz", "",
+                  f"Written to `{out['station_file']}` (rms residual {out['residual_k']:.3f} K about the fitted line).",
+                  "", "| set point / K | line / ppm | sample / K | sample - set point / K |", "|---|---|---|---|"]
+        lines += [f"| {r['setpoint_k']:.2f} | {r['shift_ppm']:.3f} | {r['sample_k']:.2f} | "
+                  f"{r['sample_k'] - r['setpoint_k']:+.2f} |" for r in out["readings"]]
+        lines.append("")
+    return lines
 
 
 def write_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -> Path:

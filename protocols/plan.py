@@ -39,6 +39,8 @@ class MoveTemperature(Step):
     temperature_k: float = Field(description="sample temperature to move to")
     from_k: float
     ramp_k_per_min: float
+    temperature_is_setpoint: bool = Field(False, description="a calibration run: temperatures are VT set points, "
+                                                             "no calibration applied")
 
 
 class _Part(BaseModel):
