@@ -153,7 +153,7 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
 
 # The reply timeouts go through the factory (OpenContext.io_timeout_s, as selftest's --timeout), never
 # through private driver attributes.
-VT_IO_TIMEOUT_S = 0.2  # a VT that stays silent is given up on after this (real seconds)
+VT_IO_TIMEOUT_S = 1.0  # a VT that stays silent is given up on after this (real seconds; a loaded machine answers well inside it)
 SMU_IO_TIMEOUT_S = 0.5  # likewise a cycler link
 
 
