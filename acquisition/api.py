@@ -229,7 +229,7 @@ def _cycler_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: 
     channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
     meta = {**cells.get(first.channel, {}), "instrument": runtime.summaries.get(cycler_role(first.channel), ""),
             "resource": runtime.station.cyclers[first.channel].resource}
-    return CyclerLane(channel, bdf, meta)
+    return CyclerLane(channel, bdf, meta, [s for s in steps if isinstance(s, CyclerStep)])
 
 
 LANE_BUILDERS: dict[str, Callable[..., Any]] = {"nmr": _nmr_lane, "cycler": _cycler_lane}
