@@ -19,6 +19,7 @@ Grams = Annotated[float, quantity("mass")]
 SquareCm = Annotated[float, quantity("area")]
 KelvinPerMinute = Annotated[float, quantity("ramp_rate")]
 Hertz = Annotated[float, quantity("frequency")]
+Pascals = Annotated[float, quantity("pressure")]
 
 
 class FileModel(BaseModel):

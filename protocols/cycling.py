@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, PositiveInt, model_validator
 
-from .base import Amperes, AmpHours, FileModel, Grams, Kelvin, MahPerGram, MilliampsPerCm2, Seconds, SquareCm, Volts
+from .base import Amperes, AmpHours, FileModel, Grams, Kelvin, MahPerGram, MilliampsPerCm2, Pascals, Seconds, SquareCm, Volts
 
 LI2S_THEORETICAL_MAH_G = 1166.0
 
@@ -34,6 +34,8 @@ class Cell(FileModel):
         LI2S_THEORETICAL_MAH_G, alias="theoretical_capacity", gt=0, le=4000.0
     )
     active_material: str = Field("Li2S", max_length=64)
+    pressure_pa: Pascals | None = Field(None, alias="pressure", gt=0, le=1e9,
+                                        description="stack pressure applied to the cell (BDF Applied Pressure)")
 
 
 class EndConditions(FileModel):
