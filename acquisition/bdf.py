@@ -135,10 +135,10 @@ class BdfWriter:
     def write_row(self, values: dict[str, float]) -> None:
         """Append one row given by label (constant columns filled in; flushed at once, fsynced per batch)."""
         row = {**self.constants, **values}
-        missing = [c for c in self.columns if row.get(c) is None]
-        if missing:
-            raise BdfError(f"{self.path}: row without {missing}")
-        numbers = [float(row[c]) for c in self.columns]
+        present = [row.get(c) for c in self.columns]
+        if None in present:
+            raise BdfError(f"{self.path}: row without {[c for c, v in zip(self.columns, present) if v is None]}")
+        numbers = [float(v) for v in present if v is not None]
         if not math.isfinite(sum(numbers)):  # any nan/inf makes the sum non-finite
             raise BdfError(f"{self.path}: refusing a non-finite value in row {dict(zip(self.columns, numbers))}")
         self._file.write(",".join(str(int(v)) if c in INT_COLUMNS else repr(v)

@@ -87,8 +87,8 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
         sel = cyc == number
         ts, vs, cs = t[sel], v[sel], i[sel]
         if counted is not None:  # the cycler's own coulomb counts, since the end of the previous cycle
-            first = int(np.argmax(sel))
-            base = [c[first - 1] if first > 0 else 0.0 for c in counted]
+            start = int(np.argmax(sel))
+            base = [c[start - 1] if start > 0 else 0.0 for c in counted]
             charge = (counted[0][sel] - base[0]) * 1000 / mass
             discharge = (counted[1][sel] - base[1]) * 1000 / mass
         else:

@@ -9,6 +9,7 @@ NewareNDA gives one row per record: `Cycle` (its "charge first" cycle number), `
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def read(path: Path) -> CyclingData:
                                                    step_count) * 1e-3,
     }
     vendor = NewareNDA.read_metadata(str(path)) if hasattr(NewareNDA, "read_metadata") else {}
-    metadata = {
+    metadata: dict[str, Any] = {
         "source_file": str(path), "reader": library_version("NewareNDA"),
         "start_time_local": str(frame["Timestamp"].iloc[0]) if "Timestamp" in frame.columns else None,
         "time_zone": "unknown: Neware stores local time without a zone, so no Unix Time column is written",
