@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from acquisition.bdf import BdfRecorder, BdfWriter, cell_bdf_path, file_header, find_cell_bdf, metadata_path, read_bdf
 from acquisition.convert_cmd import convert_to_bdf
@@ -116,3 +117,17 @@ def test_a_converted_vendor_file_is_valid_bdf_and_analyses_the_same(tmp_path: Pa
         assert b["discharge_mah_per_g"] == pytest.approx(a["discharge_mah_per_g"], rel=1e-9, abs=1e-12)
     with pytest.raises(Exception, match="exists; refusing to overwrite"):
         convert_to_bdf(source, tmp_path)
+
+
+def test_a_cell_name_that_would_break_the_bdf_file_name_is_refused_and_pressure_takes_units() -> None:
+    from protocols import InputError, parse_protocol
+
+    protocol = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "cycling-fixed-capacity.yaml")
+                              .read_text())
+    assert parse_protocol(protocol, "p.yaml").cell.pressure_pa == 2e6  # the seed's 2 MPa, in Pa inside
+    protocol["cell"]["pressure"] = "20 bar"
+    assert parse_protocol(protocol, "p.yaml").cell.pressure_pa == 2e6
+    protocol["cell"]["name"] = "cell__1"
+    with pytest.raises(InputError) as refused:
+        parse_protocol(protocol, "p.yaml")
+    assert refused.value.field == "cell.name" and "'__' separates" in refused.value.reason

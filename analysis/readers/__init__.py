@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from analysis.errors import AnalysisInputError
+from common.bdf_columns import CURRENT, TEST_TIME, VOLTAGE, canonical_label
 
 from .model import CyclingData
 
@@ -21,8 +22,6 @@ __all__ = ["CyclingData", "CyclingFormat", "FORMATS", "detect_format", "read_cyc
 
 
 def _is_bdf_csv(head: bytes) -> bool:
-    from common.bdf_columns import CURRENT, TEST_TIME, VOLTAGE, canonical_label
-
     first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
     labels = {canonical_label(h.strip('"')) for h in first.split(",")}
     return {TEST_TIME, VOLTAGE, CURRENT} <= labels
