@@ -258,9 +258,9 @@ def _ambient_temperature_degc(station: StationSpec, channel: str) -> float | Non
     file states it; None (no BDF column) when neither does."""
     cycler = station.cyclers.get(channel)
     if cycler is not None and cycler.ambient_temperature_k is not None:
-        return cycler.ambient_temperature_k - 273.15
+        return round(cycler.ambient_temperature_k - 273.15, 6)
     if station.vt is not None and "ambient_k" in station.vt.model_fields_set:
-        return station.vt.ambient_k - 273.15
+        return round(station.vt.ambient_k - 273.15, 6)
     return None
 
 
