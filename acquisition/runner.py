@@ -107,6 +107,7 @@ class Runner:
 
     def __init__(self, plan: Plan, journal: Journal, executors: dict[str, LaneExecutor], clock: Clock,
                  control: Control, notifier: Notifier, *, on_step: Callable[[Step, str], None] | None = None,
+                 on_estimate: Callable[[Step, float], None] | None = None,
                  log_tag: str | None = None, real_timer: RealTimer | None = None) -> None:
         missing = set(plan.lanes) - set(executors)
         if missing:
@@ -124,6 +125,7 @@ class Runner:
         self.control = control
         self.notifier = notifier
         self._on_step = on_step or (lambda step, status: None)
+        self._on_estimate = on_estimate or (lambda step, estimate_s: None)
         self.journal.add_steps(plan.steps)
 
     def run(self) -> RunResult:
@@ -233,6 +235,7 @@ class Runner:
                 commit()
                 raise
             finished.append((step.index, "done", outcome))
+            self._revise_estimates(steps, step, outcome)
             self._on_step(step, "done")
             done += 1
         commit()
@@ -240,6 +243,15 @@ class Runner:
         if failures:
             return LaneResult(lane, "failed", "; ".join(failures), done)
         return LaneResult(lane, "done", "", done)
+
+    def _revise_estimates(self, steps: list[Step], finished: Step, outcome: dict[str, Any]) -> None:
+        """The lane's later steps whose estimate depends on this outcome get it revised, in the journal and the view."""
+        revised = [(s, e) for s in steps if s.index > finished.index
+                   and (e := s.estimate_after(finished.index, outcome)) is not None]
+        if revised:
+            self.journal.set_estimates([(s.index, e) for s, e in revised])
+            for s, e in revised:
+                self._on_estimate(s, e)
 
     def _skip_rest(self, lane: str, steps: list[Step], failed_index: int, reason: str) -> None:
         self.journal.transitions([(s.index, "skipped", {"reason": reason}) for s in steps if s.index > failed_index],

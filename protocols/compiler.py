@@ -18,7 +18,8 @@ from .cycling import (
 from .errors import InputError
 from .exsy import MAX_EXPNO, VtExsyProtocol
 from .loader import Protocol, load_protocol, load_station
-from .nmr_steps import Acquisition1D, Spectrum1D, T1Measurement
+from .mas_calibration import MasCalibrationProtocol
+from .nmr_steps import Acquisition1D, FitCalibration, Spectrum1D, T1Measurement
 from .plan import (Acquire2D, CyclerStep, D1Rule, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
                    Template, WaitStable)
 from .station import StationSpec, simulated_station
@@ -28,6 +29,8 @@ from .vt_series import ExsyEntry, Spectrum1DEntry, T1Entry, VtSeriesProtocol
 NMR_LANE = "nmr"
 # planning assumption for a discharge that ends on voltage: it returns this share of the charge
 PLANNED_COULOMBIC_EFFICIENCY = 0.996
+# a calibration's thermometer line must stay in the window up to this much frictional heating above the set point
+CALIBRATION_HEATING_MARGIN_K = 20.0
 
 
 def cycler_lane(channel: str) -> str:
@@ -59,6 +62,8 @@ def _compile_one(protocol: Protocol, station: StationSpec, source, start_index: 
         return NMR_LANE, _compile_exsy(protocol, station, source, start_index)
     if isinstance(protocol, VtSeriesProtocol):
         return NMR_LANE, _compile_series(protocol, station, source, start_index)
+    if isinstance(protocol, MasCalibrationProtocol):
+        return NMR_LANE, _compile_calibration(protocol, station, source, start_index)
     if isinstance(protocol, CyclingProtocol):
         return cycler_lane(protocol.cell.channel), _compile_cycling(protocol, station, source, start_index)
     assert_never(protocol)
@@ -210,7 +215,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                 acq = _acquisition_1d(s1, s1.pulprog)
                 expno = next_expno()
                 add(Spectrum1D, label=f"1D {temperature_k:.1f} K -> expno {expno}", expno=expno,
-                    title=f"{p.name}: 1D, T = {temperature_k:.1f} K", template=_template(s1.template),
+                    title=f"{p.name}: 1D, T = {temperature_k:.1f} K", template=_template(s1.template, "1d"),
                     acquisition=acq, **common,
                     estimate_s=spectrum_1d_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s, overhead_s=overhead_s))
                 j, n_acq = j + 1, n_acq + 1
@@ -222,7 +227,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                                                              sites_ppm=rule_sites, t1_step=start_index + len(steps))
                 add(T1Measurement, label=f"T1 ({t1.method}) {temperature_k:.1f} K -> expno {expno}",
                               expno=expno, title=f"{p.name}: T1 ({t1.method} recovery), T = {temperature_k:.1f} K",
-                              template=_template(t1.template), method=t1.method, delays_s=tuple(t1.delays_s),
+                              template=_template(t1.template, "satrect" if t1.method == "saturation" else "t1ir"), method=t1.method, delays_s=tuple(t1.delays_s),
                               sites_ppm=fit_ppm, site_names=fit_names if fit_ppm is not None and fit_names else None,
                               d1_rule=last_rule, acquisition=acq, **common,
                               estimate_s=t1_series_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s,
@@ -240,7 +245,7 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
                     expno = next_expno()
                     add(Acquire2D, label=f"EXSY {temperature_k:.1f} K, tmix {mixing_time_s:g} s -> expno {expno}",
                         expno=expno, title=f"{p.name}: T = {temperature_k:.1f} K, tmix = {mixing_time_s:g} s",
-                        mixing_time_s=mixing_time_s, template=_template(ex.template), acquisition=nmr,
+                        mixing_time_s=mixing_time_s, template=_template(ex.template, "exsy"), acquisition=nmr,
                         d1_rule=d1_rule, **common,
                         estimate_s=exsy_acquisition_s(
                             ns=a.ns, ds=a.ds, td1=a.td1, td2=a.td2, d1_s=d1_s, mixing_time_s=mixing_time_s,
@@ -255,13 +260,71 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
     return steps
 
 
+def _compile_calibration(p: MasCalibrationProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+    """Per set point (ascending): move, wait, the thermometer's 1D; then the fit that writes the station file."""
+    if station.spectrometer is None:
+        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
+    if station.vt is None:
+        raise InputError(source, "setpoints", None, f"station {station.name!r} has no VT unit")
+    vt = station.vt
+    for i, setpoint_k in enumerate(p.setpoints_k):
+        if not vt.limits.min_k <= setpoint_k <= vt.limits.max_k:
+            raise InputError(source, f"setpoints[{i}]", f"{setpoint_k:g} K",
+                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    meter, spectrum = p.thermometer, p.spectrum
+    if spectrum.o1p_ppm is not None:  # the line, from the set point to CALIBRATION_HEATING_MARGIN_K above it, in the window
+        for i, setpoint_k in enumerate(p.setpoints_k):
+            for sample_k in (setpoint_k, setpoint_k + CALIBRATION_HEATING_MARGIN_K):
+                shift_ppm = meter.reference_shift_ppm + meter.slope_ppm_per_k * (sample_k - meter.reference_temperature_k)
+                if abs(shift_ppm - spectrum.o1p_ppm) > 0.45 * spectrum.sw_ppm:
+                    raise InputError(source, f"setpoints[{i}]", f"{setpoint_k:g} K",
+                                     f"puts the {meter.nucleus} line at {shift_ppm:.1f} ppm at {sample_k:g} K, outside "
+                                     f"the spectral window (o1p {spectrum.o1p_ppm:g} ± sw/2 = {spectrum.sw_ppm / 2:g} ppm)")
+    overhead_s = station.spectrometer.acquisition_overhead_s
+    eq = p.equilibration
+    stability = Stability(tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
+    policy = PointPolicy(on_collision=p.expno.on_collision, on_vt_excursion="reacquire", excursion_tolerance_k=2.0)
+    acq = _acquisition_1d(p.spectrum, p.spectrum.pulprog)
+    steps: list[Step] = []
+
+    def add(step_cls, **fields) -> Step:
+        step = step_cls(index=start_index + len(steps), lane=NMR_LANE, protocol=p.name, **fields)
+        steps.append(step)
+        return step
+
+    current_k = vt.ambient_k
+    spectra: list[int] = []
+    for n, setpoint_k in enumerate(sorted(p.setpoints_k)):
+        expno = p.expno.start + n
+        if expno > MAX_EXPNO:
+            raise InputError(source, "expno.start", p.expno.start, f"the calibration needs expno {expno} > {MAX_EXPNO}")
+        add(MoveTemperature, label=f"move to set point {setpoint_k:.1f} K", temperature_k=setpoint_k, from_k=current_k,
+            ramp_k_per_min=vt.planned_ramp_k_per_min, temperature_is_setpoint=True,
+            estimate_s=ramp_s(current_k, setpoint_k, vt.planned_ramp_k_per_min))
+        settle_s = vt.settle_estimate_s if abs(setpoint_k - current_k) > eq.tolerance_k else 0.0
+        add(WaitStable, label=f"stable at set point {setpoint_k:.1f} K", temperature_k=setpoint_k, stability=stability,
+            estimate_s=eq.hold_s + settle_s)
+        current_k = setpoint_k
+        spectra.append(add(Spectrum1D, label=f"{p.thermometer.name} 1D at set point {setpoint_k:.1f} K -> expno {expno}",
+                           dataset=p.dataset, expno=expno, temperature_k=setpoint_k, stability=stability, policy=policy,
+                           title=f"{p.name}: {p.thermometer.name} thermometer, VT set point {setpoint_k:.1f} K",
+                           template=_template(p.spectrum.template, "1d"), acquisition=acq,
+                           estimate_s=spectrum_1d_s(ns=acq.ns, ds=acq.ds, d1_s=acq.d1_s, aq_s=acq.aq_s,
+                                                    overhead_s=overhead_s)).index)
+    add(FitCalibration, label=f"fit the calibration at {acq.mas_rate_hz:g} Hz MAS -> {p.station_out}",
+        thermometer=p.thermometer.model_dump(), mas_rate_hz=acq.mas_rate_hz, spectrum_steps=tuple(spectra),
+        station_out=p.station_out, estimate_s=1.0)
+    return steps
+
+
 def _acquisition_1d(spec, pulprog: str) -> Acquisition1D:
     return Acquisition1D(pulprog=pulprog, ns=spec.ns, ds=spec.ds, td=spec.td, d1_s=spec.d1_s, sw_ppm=spec.sw_ppm,
-                         sfo1_mhz=spec.sfo1_mhz, mas_rate_hz=spec.mas_rate_hz)
+                         sfo1_mhz=spec.sfo1_mhz, mas_rate_hz=spec.mas_rate_hz, o1p_ppm=spec.o1p_ppm)
 
 
-def _template(t) -> Template:
-    return Template(name=t.name, expno=t.expno)
+def _template(t, experiment: Literal["exsy", "1d", "satrect", "t1ir"]) -> Template:
+    """The plan's template record: where it is and what experiment it must be set up for."""
+    return Template(name=t.name, expno=t.expno, experiment=experiment)
 
 
 class _CellState:
