@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_analyze_parser(sub)
 
+    from .convert_cmd import add_convert_parser
+    from .protocol_cmd import add_protocol_parser
+
+    add_convert_parser(sub)
+    add_protocol_parser(sub)
+
     from .selftest import add_selftest_parser
     from .sim_cmd import add_sim_parser
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, PositiveInt, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, PositiveInt, field_validator, model_validator
 
-from .base import (Amperes, AmpHours, FileModel, Grams, Kelvin, MahPerGram, MilliampsPerCm2, Seconds, SquareCm, Volts,
-                   VoltsPerSecond)
+from .base import (Amperes, AmpHours, FileModel, Grams, Kelvin, MahPerGram, MilliampsPerCm2, Pascals, Seconds, SquareCm,
+                   Volts, VoltsPerSecond)
 
 LI2S_THEORETICAL_MAH_G = 1166.0
 
@@ -35,6 +35,15 @@ class Cell(FileModel):
         LI2S_THEORETICAL_MAH_G, alias="theoretical_capacity", gt=0, le=4000.0
     )
     active_material: str = Field("Li2S", max_length=64)
+    pressure_pa: Pascals | None = Field(None, alias="pressure", gt=0, le=1e9,
+                                        description="stack pressure applied to the cell (BDF Applied Pressure)")
+
+    @field_validator("name")
+    @classmethod
+    def _no_double_underscore(cls, name: str) -> str:
+        if "__" in name:
+            raise ValueError(f"{name!r}: '__' separates the parts of a BDF file name; use '_' or '-'")
+        return name
 
 
 class EndConditions(FileModel):

@@ -172,6 +172,8 @@ class CyclerSpec(FileModel):
     voltage_min_v: Volts = Field(alias="voltage_min")
     voltage_max_v: Volts = Field(alias="voltage_max")
     current_max_a: Amperes = Field(alias="current_max", gt=0)
+    ambient_temperature_k: Kelvin | None = Field(
+        None, alias="ambient_temperature", gt=0, description="around the cell (room or climate chamber); BDF column")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CyclerSpec":
@@ -198,6 +200,8 @@ class StationSpec(FileModel):
 
     kind: Literal["station"]
     name: str = Field(min_length=1, max_length=120)
+    institution: str = Field("exsylab", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$",
+                             description="institution code at the head of BDF file names")
     simulated: bool | None = Field(None, description="obsolete: simulation is a property of each address (sim://)")
     spectrometer: SpectrometerSpec | None = None
     vt: VtSpec | None = None
@@ -248,6 +252,7 @@ def simulated_station() -> StationSpec:
                 "port": "sim://vt",
                 "limits": {"min_k": 173.0, "max_k": 423.0, "max_ramp_k_per_min": 5.0},
                 "settle_estimate_s": 45.0,  # the simulated probe enters a 0.5 K band 40-50 s after a ramp
+                "ambient_k": 293.0,  # the simulated room (thermal model and cells), stated so BDF files record it
                 "calibration": [{"mas_rate_hz": 10_000.0, "thermometer": "simulated",
                                  "points": [[173.0, 173.0 + SIMULATED_MAS_HEATING_K], [423.0, 423.0 + SIMULATED_MAS_HEATING_K]]}],
             },

@@ -136,3 +136,16 @@ def test_each_step_kind_ends_where_it_should_on_the_simulated_keithley(tmp_path:
     charge_ah = records[stopped - 1].outcome["capacity_ah"]
     assert records[stopped].outcome["capacity_ah"] / charge_ah < 0.999
     assert all(records[i].status == "skipped" for i in range(stopped + 1, max(plan) + 1))
+
+
+def test_holds_and_settling_rests_export_to_an_experiment_pybamm_parses() -> None:
+    from protocols.pybamm_export import pybamm_experiment
+
+    plan, _ = load_plan([EXAMPLES / "cycling-step-kinds.yaml"])
+    strings, notes = pybamm_experiment(plan, "cycling-step-kinds.yaml")
+    assert "Hold at 1.9 V for 21600 seconds or until 0.05 mA" in strings
+    assert any("dV/dt" in n for n in notes) and any("loop ends" in n for n in notes)
+    import pybamm
+
+    experiment = pybamm.Experiment(strings)
+    assert len(experiment.steps) == len(strings)
