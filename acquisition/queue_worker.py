@@ -29,7 +29,7 @@ WAIT_REAL_S = 0.5  # how often an idle worker looks whether it should shut down 
 
 
 class QueueWorker:
-    """The one thread that runs the queue's entries on the station."""
+    """The one thread that runs the queue's entries on the station, whose real instruments serve holds."""
 
     def __init__(self, queue: RunQueue, station_path: Path, runs_dir: Path, say: Callable[[str], None] = print) -> None:
         self.queue = queue
@@ -85,9 +85,10 @@ class QueueWorker:
         self._say(f"{entry.id}: {'resuming' if started else 'starting'} {', '.join(entry.names)} in {run_dir}")
         try:
             if started:
-                _, result = api.resume_run(run_dir, show_progress=False)
+                _, result = api.resume_run(run_dir, show_progress=False, station_held=True)
             else:
-                _, result = api.start_run(entry.protocols, self.station_path, run_dir, show_progress=False)
+                _, result = api.start_run(entry.protocols, self.station_path, run_dir, show_progress=False,
+                                          station_held=True)
         except InputError as exc:
             self._finish(entry, "refused", exc.message())
             return

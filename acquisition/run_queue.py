@@ -23,9 +23,6 @@ from .run_folder import write_atomic
 
 QUEUE_FILE = "queue.json"
 ENTRIES_DIR = "queued"
-# queued: waiting; running: started (a restart resumes it); the rest are final
-STATES = ("queued", "running", "done", "failed", "stopped", "refused", "removed")
-FINAL_STATES = ("done", "failed", "stopped", "refused", "removed")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -36,7 +33,7 @@ class QueueEntry:
     id: str
     protocols: list[str]  # copies inside the queue folder
     names: list[str]  # the names they were submitted under
-    state: str = "queued"
+    state: str = "queued"  # queued; running (a restart resumes it); done, failed, stopped, refused, removed
     run_dir: str | None = None
     added_at: float = field(default_factory=time.time)
     started_at: float | None = None

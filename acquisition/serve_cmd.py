@@ -76,6 +76,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .queue_worker import QueueWorker
+    from .station_runtime import PreflightRefused, hold_station
     from .web.app import Station, create_app
     from .web.server import serve_until_signal
 
@@ -89,7 +90,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     holder = lock.acquire()
     if holder is not None:
         raise InputError(station_path, "--station", MISSING, f"this station is already served by {holder.describe()}")
+    instruments = None
     try:
+        try:  # between runs too: nobody else starts on the station while it serves a queue
+            instruments = hold_station(station, f"exsylab serve --station {station_path}")
+        except PreflightRefused as exc:
+            raise InputError(station_path, exc.field, exc.address, exc.reason) from None
         runs_dir = Path(args.runs_dir).resolve()
         queue = RunQueue(runs_dir / f"queue-{station_path.stem}")
         sock = _bind(args.host, args.port)
@@ -116,6 +122,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             sock.close()
     finally:
         remove_state(station_path, station)
+        if instruments is not None:
+            instruments.release()
         lock.release()
     return 0
 

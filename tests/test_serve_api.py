@@ -197,3 +197,33 @@ def test_kill_9_during_the_first_run_then_restart_resumes_it_and_runs_the_second
         assert (Path(q2["run_dir"]) / "cycler" / "test-cell.csv").exists()
     finally:
         assert second.stop() == 0
+
+
+@pytest.mark.hardware
+def test_serve_holds_the_real_instruments_between_runs_and_lends_them_to_its_own(hil_station: Path,
+                                                                                  tmp_path: Path) -> None:
+    served = start_serve(hil_station, tmp_path / "runs", tmp_path / "gates", holds=(1,))
+    try:
+        for command in (["selftest", "--station", str(hil_station)],
+                        ["run", str(EXAMPLES / "vt-exsy-short.yaml"), "--station", str(hil_station),
+                         "--run-dir", str(tmp_path / "other-run")]):
+            result = _cli(*command)
+            assert result.returncode == 2, result.stderr
+            assert "held by exsylab serve --station" in result.stderr, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "other-run").exists()
+        body = {"uploads": [{"name": "vt-exsy-short.yaml", "text": (EXAMPLES / "vt-exsy-short.yaml").read_text()}]}
+        assert served.request("POST", "/api/queue", body)[0] == 201
+        served.wait_gate(1, timeout_s=120)  # its own queued run got the instruments and acquired
+        assert served.queue()[0]["state"] == "running"
+        served.process.send_signal(signal.SIGTERM)  # asks the run to stop, then lets it go on from the dataset
+        served.release(1)
+    finally:
+        assert served.stop() == 0
+    entry = json.loads((served.runs / f"queue-{hil_station.stem}" / "queue.json").read_text())["entries"][0]
+    assert entry["state"] == "running" and "interrupted by the shutdown" in entry["message"]  # resumed next start
+    journal = Journal(Path(entry["run_dir"]) / "journal.sqlite")
+    try:
+        assert journal.meta()["state"] == "stopped"
+    finally:
+        journal.close()
