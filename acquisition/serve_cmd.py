@@ -108,8 +108,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             token = secrets.token_urlsafe(24)
             print(f"control token (generated for this session): {token}", flush=True)
-        if lock.takeover:
-            print(f"warning: {lock.takeover}", file=sys.stderr, flush=True)
         write_state(station_path, station, ServerState(url=url, token=token, pid=os.getpid(), station=str(station_path)))
         worker = QueueWorker(queue, station_path, runs_dir, say=lambda line: print(line, flush=True))
         served = Station(station_path, station, queue, worker, token)

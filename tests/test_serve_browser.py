@@ -120,15 +120,22 @@ def test_page_fits_a_phone_screen(browser, tmp_path: Path) -> None:
     served = start_serve(REPO / "examples" / "station-sim.yaml", tmp_path / "runs", tmp_path / "gates")
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     try:
-        status, _ = served.request("POST", "/api/queue", {"uploads": [{"name": "short.yaml", "text": SHORT.read_text()}]})
+        status, _ = served.request("POST", "/api/queue", {"uploads": [
+            {"name": "short.yaml", "text": SHORT.read_text()}, {"name": "cycling.yaml", "text": CYCLING.read_text()}]})
         assert status == 201
         served.wait_for("the run to end", lambda: served.queue()[0]["state"] == "done")
         page.goto(served.url)
         _loaded(page, "plot-contour", "short_exsy-15")
         _loaded(page, "plot-buildup", "6")
+        _loaded(page, "plot-temperature", "6")
+        page.wait_for_function("document.querySelector('#cycling-plots img') && "
+                               "document.querySelector('#cycling-plots img').naturalWidth > 0", timeout=WAIT_MS)
+        page.wait_for_function("document.getElementById('report').textContent.startsWith('# Run report')",
+                               timeout=WAIT_MS)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width} px wide on a 390 px screen"
-        for element_id in ("plot-contour", "plot-buildup", "queue", "lanes"):
+        for element_id in ("plot-contour", "plot-buildup", "plot-temperature", "cycling-plots", "queue", "lanes",
+                           "report"):
             box = page.locator(f"#{element_id}").bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, element_id
     finally:

@@ -121,7 +121,7 @@ class FigureCache:
             groups.setdefault(round(float(d["temperature_k"]), 1), []).append((spectrum.mixing_time_s, volumes))
         if not groups:
             raise NothingToPlot("no 2D dataset could be integrated")
-        cols = min(3, len(groups))
+        cols = min(2, len(groups))
         rows = int(np.ceil(len(groups) / cols))
         fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
         for k, (temperature_k, points) in enumerate(sorted(groups.items())):
