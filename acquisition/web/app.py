@@ -82,7 +82,7 @@ def _entry_json(entry: QueueEntry) -> dict[str, Any]:
 
 def create_app(station: Station) -> FastAPI:
     """The app for one station (its queue worker is started and stopped by the caller)."""
-    app = FastAPI(title="exsylab station server", version="1",
+    app = FastAPI(title="exsylab station server", version="1", docs_url=None, redoc_url=None,  # those load from a CDN
                   description="Watch and steer one exsylab station: its queue of runs, the current run, its data.")
     bearer = HTTPBearer(auto_error=False)
 
