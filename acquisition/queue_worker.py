@@ -50,17 +50,25 @@ class QueueWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def shutdown(self, timeout_s: float = 60.0) -> None:
-        """Stop the running run safely (it stays 'running' in the queue: the next serve resumes it) and end."""
+    def shutdown(self) -> None:
+        """Stop the running run safely and wait for it; its entry stays 'running', so the next serve resumes it.
+
+        A run still opening its station is asked as soon as its folder exists. The wait lasts as long
+        as the stop does (a protocol may let a running 2D finish); KeyboardInterrupt ends it early.
+        """
         self._stopping.set()
-        current = self.current
-        if current is not None and current.run_dir:
-            try:
-                control_mod.request(open_run_folder(Path(current.run_dir)), "stop")
-            except InputError:  # its folder is not made yet: start_run is still opening the station
-                pass
         self.queue.wake()
-        self._thread.join(timeout=timeout_s)
+        asked = False
+        while self._thread.is_alive():
+            current = self.current
+            if not asked and current is not None and current.run_dir:
+                try:
+                    control_mod.request(open_run_folder(Path(current.run_dir)), "stop")
+                    asked = True
+                    self._say(f"{current.id}: asked to stop safely")
+                except InputError:  # its folder is not made yet: start_run is still opening the station
+                    pass
+            self._thread.join(timeout=WAIT_REAL_S / 5)
 
     def _loop(self) -> None:
         interrupted = self.queue.interrupted()

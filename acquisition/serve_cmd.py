@@ -7,8 +7,8 @@ import ipaddress
 import json
 import os
 import secrets
+import signal
 import socket
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +33,10 @@ def add_serve_parsers(sub: Any) -> None:
                    help="address to listen on (default 127.0.0.1; any other needs server.token in the station file)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--runs-dir", default="runs", help="folder for the runs and the queue (default: runs)")
+    p.add_argument("--protocols-dir", action="append", default=None, metavar="DIR",
+                   help="folder whose protocol files may be queued by path (repeatable; default: the current folder)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host header to accept besides the listening address (a reverse proxy's name)")
     p.set_defaults(func=cmd_serve)
 
     q = sub.add_parser("queue", help="the queue of the `exsylab serve` that owns a station")
@@ -110,12 +114,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"control token (generated for this session): {token}", flush=True)
         write_state(station_path, station, ServerState(url=url, token=token, pid=os.getpid(), station=str(station_path)))
         worker = QueueWorker(queue, station_path, runs_dir, say=lambda line: print(line, flush=True))
-        served = Station(station_path, station, queue, worker, token)
+        protocol_dirs = tuple(Path(d).resolve() for d in (args.protocols_dir or ["."]))
+        served = Station(station_path, station, queue, worker, token, protocol_dirs)
         worker.start()
         try:
-            serve_until_signal(create_app(served), sock, served.closing)
+            hosts = ["127.0.0.1", "localhost", "[::1]", "::1", args.host, *args.allowed_host]
+            serve_until_signal(create_app(served, allowed_hosts=hosts), sock, served.closing)
         finally:
-            print("shutting down: stopping the current run safely (resumed at the next start)", flush=True)
+            print("shutting down: stopping the current run safely (resumed at the next start; "
+                  "Ctrl-C again leaves it as a kill would)", flush=True)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             worker.shutdown()
             sock.close()
     finally:

@@ -158,7 +158,29 @@ def test_no_route_serves_a_file_outside_the_run_and_data_folders(served, tmp_pat
         assert b"root:" not in (body if isinstance(body, bytes) else b"")
     assert served.request("GET", "/api/runs/q1/files/..%2F..%2Fstation.yaml")[0] == 403
     assert served.request("GET", "/api/runs/q1/files/link-out")[0] == 403
+    # protocols queued by path: only .yaml files inside the protocol folders (default: where serve started)
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text(SHORT.read_text())
+    for path in (str(outside), "../../../../etc/passwd", str(REPO / "pyproject.toml")):
+        status, reply = served.request("POST", "/api/queue", {"paths": [path]})
+        assert status == 403 and "protocol folders" in reply["detail"], path
+    assert served.request("POST", "/api/queue", {"paths": ["tests/data/exsy-short.yaml"]})[0] == 201
+    assert len(served.queue()) == 2
     served.release(1)
+
+
+def test_only_the_listening_address_is_accepted_as_host(served) -> None:
+    """A page whose name is rebound to 127.0.0.1 (DNS rebinding) gets nothing."""
+    import http.client
+
+    port = int(served.url.rsplit(":", 1)[1].strip("/"))
+    for host, expected in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), ("evil.example", 400)):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/api/state", headers={"Host": host})
+        response = connection.getresponse()
+        assert response.status == expected, host
+        assert (b"simulated station" in response.read()) == (expected == 200)
+        connection.close()
 
 
 def test_kill_9_during_the_first_run_then_restart_resumes_it_and_runs_the_second(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
 
 from protocols import InputError, load_plan
@@ -47,6 +48,7 @@ class Station:
     queue: RunQueue
     worker: QueueWorker
     token: str
+    protocol_dirs: tuple[Path, ...]  # protocol files may be queued by path only from inside these
     figures: FigureCache = field(default_factory=FigureCache)
     closing: threading.Event = field(default_factory=threading.Event)  # set when the server is asked to exit
 
@@ -80,10 +82,15 @@ def _entry_json(entry: QueueEntry) -> dict[str, Any]:
     return data
 
 
-def create_app(station: Station) -> FastAPI:
-    """The app for one station (its queue worker is started and stopped by the caller)."""
+def create_app(station: Station, allowed_hosts: list[str]) -> FastAPI:
+    """The app for one station (its queue worker is started and stopped by the caller).
+
+    `allowed_hosts`: Host headers accepted (others get 400), so that a web page whose name was
+    rebound to 127.0.0.1 cannot read the station's data.
+    """
     app = FastAPI(title="exsylab station server", version="1", docs_url=None, redoc_url=None,  # those load from a CDN
                   description="Watch and steer one exsylab station: its queue of runs, the current run, its data.")
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     bearer = HTTPBearer(auto_error=False)
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -157,7 +164,10 @@ def create_app(station: Station) -> FastAPI:
         """Queue protocols (paths on the station PC, uploads, or both) to run together; checked before queued."""
         files: list[tuple[str, bytes]] = []
         for raw in body.paths:
-            path = Path(raw)
+            path = Path(raw).resolve() if Path(raw).is_absolute() else (station.protocol_dirs[0] / raw).resolve()
+            if not any(path.is_relative_to(d) for d in station.protocol_dirs) or path.suffix not in (".yaml", ".yml"):
+                raise HTTPException(403, f"{raw}: only .yaml files inside the protocol folders "
+                                         f"({', '.join(map(str, station.protocol_dirs))}) may be queued by path")
             try:
                 files.append((str(path), path.read_bytes()))
             except OSError as exc:
