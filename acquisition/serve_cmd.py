@@ -79,11 +79,6 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .queue_worker import QueueWorker
-    from .station_runtime import PreflightRefused, hold_station
-    from .web.app import Station, create_app
-    from .web.server import serve_until_signal
-
     station_path = Path(args.station).resolve()
     station = load_station(station_path)
     token = station.server.token
@@ -96,6 +91,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(station_path, "--station", MISSING, f"this station is already served by {holder.describe()}")
     instruments = None
     try:
+        from .queue_worker import QueueWorker  # the run path and the web app load only once the station is ours
+        from .station_runtime import PreflightRefused, hold_station
+        from .web.app import Station, create_app
+        from .web.server import serve_until_signal
+
         try:  # between runs too: nobody else starts on the station while it serves a queue
             instruments = hold_station(station, f"exsylab serve --station {station_path}")
         except PreflightRefused as exc:
@@ -106,13 +106,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port = sock.getsockname()[1]
         shown_host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{shown_host}:{port}/"
-        print(url, flush=True)
-        if token:
-            print(f"control token: server.token of {station_path}", flush=True)
-        else:
-            token = secrets.token_urlsafe(24)
-            print(f"control token (generated for this session): {token}", flush=True)
+        shown_token = f"server.token of {station_path}" if token else None
+        token = token or secrets.token_urlsafe(24)
+        # written before the URL is printed: whoever reads the URL can reach the server with `exsylab queue`
         write_state(station_path, station, ServerState(url=url, token=token, pid=os.getpid(), station=str(station_path)))
+        print(url, flush=True)  # the socket listens already: connections wait in its backlog until uvicorn runs
+        print(f"control token: {shown_token}" if shown_token else f"control token (generated for this session): {token}",
+              flush=True)
         worker = QueueWorker(queue, station_path, runs_dir, say=lambda line: print(line, flush=True))
         protocol_dirs = tuple(Path(d).resolve() for d in (args.protocols_dir or ["."]))
         served = Station(station_path, station, queue, worker, token, protocol_dirs)
