@@ -73,23 +73,24 @@ class QueueWorker:
     def _loop(self) -> None:
         interrupted = self.queue.interrupted()
         if interrupted is not None:
-            self._run(interrupted, resume=True)
+            self._run(interrupted)
         while not self._stopping.is_set():
             entry = self.queue.next_waiting(timeout_s=WAIT_REAL_S)
             if entry is not None and not self._stopping.is_set():
-                self._run(entry, resume=False)
+                self._run(entry)
 
     def _new_run_dir(self, entry: QueueEntry) -> Path:
         names = "-".join(re.sub(r"\.ya?ml$", "", n) for n in entry.names)[:60]
         return (self.runs_dir / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{entry.id}-{names}").resolve()
 
-    def _run(self, entry: QueueEntry, *, resume: bool) -> None:
+    def _run(self, entry: QueueEntry) -> None:
+        """Start the entry's run, or resume it when its folder exists (a restart, or an entry queued again)."""
         run_dir = Path(entry.run_dir) if entry.run_dir else self._new_run_dir(entry)
         entry = self.queue.update(entry.id, state="running", run_dir=str(run_dir),
                                   started_at=entry.started_at or time.time())
         with self._lock:
             self._current = entry
-        started = resume and (run_dir / "inputs" / "manifest.json").exists()
+        started = (run_dir / "inputs" / "manifest.json").exists()
         self._say(f"{entry.id}: {'resuming' if started else 'starting'} {', '.join(entry.names)} in {run_dir}")
         try:
             if started:

@@ -155,6 +155,20 @@ class RunQueue:
             self._entries = [next(others) if e.state == "queued" else e for e in self._entries]
             self._save()
 
+    def requeue(self, entry_id: str) -> QueueEntry:
+        """Run a failed, stopped or refused entry again, next: its run resumes in its folder (if it has one)."""
+        with self._lock:
+            entry = self._find(entry_id)
+            if entry.state not in ("failed", "stopped", "refused"):
+                raise ValueError(f"{entry_id} is {entry.state}: only a failed, stopped or refused entry can be queued again")
+            entry.state, entry.ended_at, entry.message = "queued", None, f"queued again (was {entry.state})"
+            self._entries.remove(entry)
+            first_waiting = next((i for i, e in enumerate(self._entries) if e.state == "queued"), len(self._entries))
+            self._entries.insert(first_waiting, entry)
+            self._held = False
+            self._save()
+            return QueueEntry(**asdict(entry))
+
     def set_held(self, held: bool) -> None:
         with self._lock:
             self._held = held

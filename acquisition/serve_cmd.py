@@ -51,7 +51,9 @@ def add_serve_parsers(sub: Any) -> None:
     m.add_argument("id")
     m.add_argument("position", type=int)
     qsub.add_parser("continue", help="let the queue go on after a run failed, was stopped or refused")
-    for parser in (a, ls, r, m, qsub.choices["continue"]):
+    again = qsub.add_parser("requeue", help="run a failed, stopped or refused entry again, next (it resumes)")
+    again.add_argument("id")
+    for parser in (a, ls, r, m, again, qsub.choices["continue"]):
         parser.add_argument("--station", required=True, help="station file of the server")
         parser.set_defaults(func=cmd_queue)
 
@@ -183,6 +185,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
     elif action == "move":
         _request(state, "POST", f"/api/queue/{args.id}/move", {"position": args.position})
         print(f"moved {args.id} to position {args.position}")
+    elif action == "requeue":
+        entry = _request(state, "POST", f"/api/queue/{args.id}/requeue")
+        print(f"{entry['id']} queued again, next")
     else:
         _request(state, "POST", "/api/queue/continue")
         print("the queue goes on")

@@ -90,3 +90,18 @@ def test_a_corrupt_queue_file_is_refused_in_one_line(tmp_path: Path) -> None:
                                             ("..", "protocol.yaml"), ("a b;c.yaml", "a-b-c.yaml")])
 def test_submitted_names_become_one_harmless_file_name(name: str, expected: str) -> None:
     assert safe_file_name(name) == expected
+
+
+def test_a_stopped_entry_queued_again_runs_next_and_lifts_the_hold(tmp_path: Path) -> None:
+    queue = RunQueue(tmp_path / "q")
+    for name in "abc":
+        queue.add([(f"{name}.yaml", b"")], _accept)
+    queue.update("q1", state="stopped", run_dir=str(tmp_path / "run-1"))
+    assert queue.held
+    with pytest.raises(ValueError, match="only a failed, stopped or refused entry"):
+        queue.requeue("q2")
+    again = queue.requeue("q1")
+    assert again.state == "queued" and again.run_dir == str(tmp_path / "run-1") and "was stopped" in again.message
+    assert not queue.held and _ids(queue) == ["q1", "q2", "q3"]
+    queue.update("q2", state="failed")
+    assert queue.requeue("q2").state == "queued" and _ids(queue) == ["q2", "q1", "q3"]

@@ -103,6 +103,31 @@ def test_queue_control_needs_the_token_and_reading_does_not(served) -> None:
     assert TOKEN not in station_copy.read_text()  # the control token never lands in a run folder
 
 
+def test_a_stopped_run_holds_the_queue_and_queued_again_resumes_in_its_folder(served) -> None:
+    body = {"uploads": [{"name": "short.yaml", "text": SHORT.read_text()}]}
+    served.request("POST", "/api/queue", body)
+    served.request("POST", "/api/queue", body)
+    served.wait_gate(1)
+    assert served.request("POST", "/api/run/stop")[0] == 200
+    served.release(1)
+    served.wait_for("q1 to stop", lambda: served.queue()[0]["state"] == "stopped")
+    listing = served.request("GET", "/api/queue")[1]
+    assert listing["held"] and [e["state"] for e in listing["entries"]] == ["stopped", "queued"]  # q2 waits
+    run_dir = served.queue()[0]["run_dir"]
+    assert served.request("POST", "/api/queue/q1/requeue", token=None)[0] == 401
+    assert served.request("POST", "/api/queue/q2/requeue")[0] == 409
+    assert served.request("POST", "/api/queue/q1/requeue")[0] == 200
+    served.wait_for("both to end", lambda: [e["state"] for e in served.queue()] == ["done", "done"])
+    q1 = served.queue()[0]
+    assert q1["run_dir"] == run_dir
+    journal = Journal(Path(run_dir) / "journal.sqlite")
+    try:
+        done = [(d["dataset"], d["expno"]) for d in journal.datasets() if d["status"] == "done"]
+        assert len(done) == 6 and len(set(done)) == 6
+    finally:
+        journal.close()
+
+
 def test_a_protocol_with_a_wrong_value_is_refused_naming_the_file(served, tmp_path: Path) -> None:
     bad = tmp_path / "bad-series.yaml"
     bad.write_text(SHORT.read_text().replace("temperatures: [20 degC, 40 degC]", "temperatures: [20 degC, 900 degC]"))

@@ -104,6 +104,14 @@ def test_page_follows_a_running_series_and_pause_needs_the_token(browser, tmp_pa
         served.release(2)
         served.wait_for("the lanes to stop at a safe point", lambda: _paused_at_safe_point(run_dir))
         assert not (served.gates / "at-3").exists()  # nothing acquired while paused
+        page.fill("#token", "")
+        page.dispatch_event("#token", "change")
+        page.click("#resume")
+        page.wait_for_function("document.getElementById('message').textContent.startsWith('refused (401)')",
+                               timeout=WAIT_MS)
+        assert (run_dir / "control").read_text().strip() == "pause"
+        page.fill("#token", served.token)
+        page.dispatch_event("#token", "change")
         page.click("#resume")
         assert served.wait_gate(3) == "short_exsy/12"
         _loaded(page, "plot-contour", "short_exsy-12")

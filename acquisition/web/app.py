@@ -200,6 +200,15 @@ def create_app(station: Station, allowed_hosts: list[str]) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         return queue_list()
 
+    @app.post("/api/queue/{entry_id}/requeue", dependencies=[Depends(require_token)])
+    def queue_requeue(entry_id: str) -> dict[str, Any]:
+        """Run a failed, stopped or refused entry again, next (its run resumes in its own folder)."""
+        entry_or_404(entry_id)
+        try:
+            return _entry_json(station.queue.requeue(entry_id))
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+
     @app.post("/api/queue/continue", dependencies=[Depends(require_token)])
     def queue_continue() -> dict[str, Any]:
         """Lift the hold a failed, stopped or refused run put on the queue."""

@@ -117,6 +117,12 @@ function renderQueue(queue, current) {
       show.onclick = () => { selected = e.id; refreshSelected(); };
       li.append(show);
     }
+    if (["failed", "stopped", "refused"].includes(e.state)) {
+      const again = document.createElement("button"); again.textContent = "run again"; again.className = "requeue";
+      again.title = "queue it next; its run resumes where it stopped";
+      again.onclick = () => control("POST", `/api/queue/${e.id}/requeue`);
+      li.append(again);
+    }
     if (e.state === "queued") {
       const up = document.createElement("button"); up.textContent = "▲"; up.title = "run earlier";
       up.onclick = () => control("POST", `/api/queue/${e.id}/move`, {position: 0});
