@@ -53,6 +53,8 @@ def add_analyze_parser(subparsers) -> None:
     common_exsy(exsy)
     series = actions.add_parser("series", help="a run folder with datasets.json")
     series.add_argument("run_dir")
+    series.add_argument("--no-t1-correction", dest="t1_from_run", action="store_false",
+                        help="do not correct each point's intensities with the T1 the run measured at its temperature")
     common_exsy(series)
     t1 = actions.add_parser("t1", help="T1 per site of a saturation- or inversion-recovery pseudo-2D (ser + vdlist)")
     t1.add_argument("expno_dir")
@@ -166,6 +168,10 @@ def _print_exsy(result: dict) -> None:
         for a in result["arrhenius"]:
             table.add_row(a["pair"], a["quantity"], f"{a['ea_ev']:.4f}", f"{a['ea_stderr_ev']:.4f}", f"{a['prefactor']:.4g}")
         console.print(table)
+    correction = result.get("t1_correction") or {}
+    if correction.get("source"):
+        console.print(f"intensities corrected for the recycle delay with measured T1 ({correction['source']}) at "
+                      f"{', '.join(correction['t1_s_by_temperature'])} K")
     for w in result.get("warnings", []):
         console.print(f"warning: {w}")
 
@@ -221,7 +227,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         else:
             result = api.analyze_series(args.run_dir, args.sites, args.names, args.model, args.mixing_param,
                                         method=args.method, model_options=_given_model_options(args),
-                                        temperature_param=args.temperature_param, plot=args.plot)
+                                        temperature_param=args.temperature_param, t1_from_run=args.t1_from_run,
+                                        plot=args.plot)
     except AnalysisInputError as exc:
         print(f"exsylab analyze {args.analyze_action}: refused: {exc}", file=sys.stderr)
         return 2

@@ -15,13 +15,15 @@ from analysis.errors import AnalysisInputError
 from drivers.clock import Clock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
-from protocols.plan import CyclerStep, Step
+from protocols.nmr_steps import FitCalibration
+from protocols.plan import CyclerStep, MoveTemperature, Step
 from protocols.station import StationSpec
 
 from . import control as control_mod
 from . import run_log
 from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .control import Control, RunLock, runner_alive
+from .calibration_run import run_fit_calibration
 from .cycler_lane import CyclerLane, limits_of
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
@@ -30,7 +32,7 @@ from .progress import ProgressView, eta_from_records
 from .report import write_report
 from .run_folder import (DATASETS_FILE, SUMMARY_FILE, RunFolder, check_new_run_dir, create_run_folder, open_run_folder,
                          restore_secrets)
-from .runner import Runner, RunResult
+from .runner import Runner, RunResult, StepContext
 from .station_runtime import (OpenContext, PreflightRefused, Role, StationRuntime, cycler_role, make_clock,
                               open_station, roles_of)
 
@@ -57,7 +59,7 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     roles = roles_of(station, plan.lanes)
     clock = make_clock(station, roles, virtual_start_s=time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocol_paths])
-    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=_templates(plan), station_held=station_held)
+    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=plan.templates(), station_held=station_held)
     _refuse_collisions(root, plan, station, started=set())
     source = station_path or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, root, real=True)
@@ -106,7 +108,7 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True, signals: bool
     # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
     clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocols])
-    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=_templates(plan),
+    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=plan.templates(),
                       station_held=station_held)
     source = station_copy or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, folder.root, real=True)
@@ -126,12 +128,6 @@ def _open(station: StationSpec, source: str | Path, clock: Clock, roles: list[Ro
                             phase=(lambda r: not r.simulated) if real else (lambda r: r.simulated))
     except PreflightRefused as exc:
         raise InputError(source, exc.field, exc.address, exc.reason) from None
-
-
-def _templates(plan: Plan) -> tuple[tuple[str, int], ...]:
-    """The TopSpin template datasets the plan's points copy their parameters from."""
-    found = {(t.name, t.expno) for s in plan.steps if (t := getattr(s, "template", None)) is not None}
-    return tuple(sorted(found))
 
 
 def _bdf_times(bdf: Path) -> tuple[float, float] | None:
@@ -196,7 +192,8 @@ def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: di
         lanes.update(build_lanes(plan, runtime, folder, cells))
         view = ProgressView(plan, runtime.clock, journal.steps()) if show_progress else None
         runner = Runner(plan, journal, lanes, runtime.clock, control, notifier,
-                        on_step=view.on_step if view else None, log_tag=tag)
+                        on_step=view.on_step if view else None, on_estimate=view.on_estimate if view else None,
+                        log_tag=tag)
         with contextlib.ExitStack() as stack:
             if signals:
                 stack.enter_context(control_mod.handle_signals(control))
@@ -214,9 +211,14 @@ def _nmr_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: Run
               cells: dict[str, dict[str, Any]]) -> NmrLane:
     spec = runtime.station.spectrometer
     assert runtime.vt is not None and runtime.spectrometer is not None  # roles_of opened both for the nmr lane
-    nmr = NmrLane(runtime.spectrometer, runtime.vt, overdue_factor=spec.overdue_factor if spec else 1.5)
+    def fit_calibration(step: FitCalibration, ctx: StepContext) -> dict[str, Any]:
+        return run_fit_calibration(step, ctx, folder.root, runtime.station, folder.station_copy())
+
+    nmr = NmrLane(runtime.spectrometer, runtime.vt, overdue_factor=spec.overdue_factor if spec else 1.5,
+                  fit_calibration=fit_calibration)
     mas_rates = [a.mas_rate_hz for s in steps if (a := getattr(s, "acquisition", None)) is not None]
-    if mas_rates:
+    setpoints_only = any(isinstance(s, MoveTemperature) and s.temperature_is_setpoint for s in steps)
+    if mas_rates and not setpoints_only:  # a calibration run measures the sample against plain set points
         runtime.vt.calibration = runtime.calibration_for(mas_rates[0])
     return nmr
 
@@ -229,7 +231,7 @@ def _cycler_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: 
     channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
     meta = {**cells.get(first.channel, {}), "instrument": runtime.summaries.get(cycler_role(first.channel), ""),
             "resource": runtime.station.cyclers[first.channel].resource}
-    return CyclerLane(channel, bdf, meta)
+    return CyclerLane(channel, bdf, meta, [s for s in steps if isinstance(s, CyclerStep)])
 
 
 LANE_BUILDERS: dict[str, Callable[..., Any]] = {"nmr": _nmr_lane, "cycler": _cycler_lane}

@@ -147,13 +147,14 @@ PAPER_EA_EV = {"Li2S-LPSC": 0.107, "Li2S-LiI": 0.142, "LPSC-LiI": 0.117}
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The paper's series and cycling on the simulated station, then the analysis of what was acquired."""
-    from analysis.api import analyze_cycling, analyze_series
+    from analysis.api import analyze_cycling, analyze_series, analyze_spectra
+    from analysis.series import run_datasets
     from analysis.errors import AnalysisFitError, AnalysisInputError
 
     from . import api
 
     root = Path(__file__).resolve().parents[1] / "examples"
-    protocols = [root / "vt-exsy-paper.yaml", root / "cycling-fixed-capacity.yaml"]
+    protocols = [root / "vt-series-paper.yaml", root / "cycling-fixed-capacity.yaml"]
     run_dir = Path(args.out) / dt.datetime.now().strftime("%Y%m%d-%H%M%S-paper-demo")
     console = Console()
     plan, _ = load_plan(protocols, None)
@@ -169,12 +170,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         exsy = analyze_series(folder.root, sites=[2.31, 1.29, -4.56], names=["Li2S", "LPSC", "LiI"],
                               plot=analysis_dir / "exsy.png")
+        analyze_spectra(list(run_datasets(folder.root, "spectrum_1d")), plot=analysis_dir / "spectra-1d.png")
         summary = json.loads((folder.root / "summary.json").read_text())
         bdf = next(iter(summary["cycling"].values()))["bdf"]
         cycling = analyze_cycling(bdf, plot=analysis_dir / "cycling.png")
     except (AnalysisInputError, AnalysisFitError, StopIteration, KeyError) as exc:
         print(f"exsylab: demo analysis failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    t1_table = Table(title="T1 measured at each temperature (used for the EXSY recycle delay and to correct the fit)")
+    for column in ("T / K", "T1 Li2S / s", "T1 LPSC / s", "T1 LiI / s"):
+        t1_table.add_column(column)
+    for temperature, t1s in exsy["t1_correction"]["t1_s_by_temperature"].items():
+        t1_table.add_row(temperature, *(f"{v:.3g}" for v in t1s))
+    console.print(t1_table)
     table = Table(title="Activation energies from the simulated series (matrix model)")
     for column in ("pair", "Ea / eV", "stderr / eV", "paper / eV"):
         table.add_column(column)

@@ -90,6 +90,10 @@ class Journal:
             for s in steps
         )
 
+    def set_estimates(self, estimates: list[tuple[int, float]]) -> None:
+        """Revise steps' time estimates (a pending EXSY point's, once the T1 that sets its D1 is measured)."""
+        self._tx(("UPDATE steps SET estimate_s = ? WHERE idx = ?", (estimate_s, index)) for index, estimate_s in estimates)
+
     def transition(self, index: int, status: str, *, at: float, detail: dict[str, Any] | None = None) -> None:
         """Record a step's new status (and its detail: readings, outcome) in one transaction."""
         self.transitions([(index, status, detail)], at=at)

@@ -26,8 +26,8 @@ from drivers.clock import RealTimer
 from drivers.errors import InstrumentError
 from drivers.vt import TemperatureController
 from analysis.errors import AnalysisInputError
-from protocols.nmr_steps import Spectrum1D, T1Measurement
-from protocols.plan import SITE_MATCH_PPM, Acquire2D, D1Rule, MoveTemperature, Stability, Step, WaitStable
+from protocols.nmr_steps import FitCalibration, Spectrum1D, T1Measurement
+from protocols.plan import SITE_MATCH_PPM, Acquire2D, D1Choice, D1Rule, MoveTemperature, Stability, Step, WaitStable
 from protocols.timing import ramp_s
 
 from .run_folder import write_atomic
@@ -80,9 +80,12 @@ class NmrLane:
     """Executes the NMR lane's steps on the spectrometer and the VT unit."""
 
     def __init__(self, spectrometer: TopSpinDriver, vt: TemperatureController, *, overdue_factor: float = 1.5,
-                 real_timer: RealTimer | None = None) -> None:
+                 real_timer: RealTimer | None = None, fit_calibration: Callable[[FitCalibration, StepContext],
+                                                                                dict[str, Any]] | None = None) -> None:
+        """fit_calibration: the executor of a calibration run's last step (it writes into the run folder)."""
         self.spectrometer = spectrometer
         self.vt = vt
+        self._fit_calibration = fit_calibration
         self.overdue_factor = overdue_factor
         self._real_timer = real_timer or RealTimer()
         self._reserved_expnos: set[tuple[str, int]] = set()
@@ -92,8 +95,12 @@ class NmrLane:
     # ---- LaneExecutor -------------------------------------------------------------------
     def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
         """The step kinds this lane executes, each with its executor (the dispatch table)."""
-        return {"move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire_exsy,
-                "spectrum_1d": self._acquire, "t1": self._measure_t1}
+        table: dict[str, Callable[[Any, StepContext], dict[str, Any]]] = {
+            "move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire_exsy,
+            "spectrum_1d": self._acquire, "t1": self._measure_t1}
+        if self._fit_calibration is not None:
+            table["fit_calibration"] = self._fit_calibration
+        return table
 
     def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         if ctx.should_stop():
@@ -211,20 +218,22 @@ class NmrLane:
         """An EXSY point; with a D1 rule its D1 comes from the T1 fitted at its temperature (read from the journal)."""
         if step.d1_rule is None:
             return self._acquire(step, ctx)
-        d1_s, fallback = self._d1_from_journal(step.d1_rule, ctx)
+        choice = self._d1_from_journal(step.d1_rule, ctx)
         note = ""
-        if fallback:
-            note = f"D1 {d1_s:g} s (the rule's maximum): {fallback}"
-            ctx.note("d1_fallback", d1_s=d1_s, reason=fallback, t1_step=step.d1_rule.t1_step)
+        if choice.fallback:
+            note = f"D1 {choice.d1_s:g} s (the rule's maximum): {choice.fallback}"
+            ctx.note("d1_fallback", d1_s=choice.d1_s, reason=choice.fallback, t1_step=step.d1_rule.t1_step)
             log.warning("EXSY %s: %s", step.label, note)
-        outcome = self._acquire(step.with_d1(d1_s), ctx, note=note)
-        return {**outcome, "d1_s": d1_s, "d1_fallback": fallback}
+        elif choice.clamped:
+            note = f"D1 {choice.d1_s:g} s: {step.d1_rule.factor:g} x T1 = {choice.wanted_s:.3g} s clamped"
+        outcome = self._acquire(step.with_d1(choice.d1_s), ctx, note=note)
+        return {**outcome, "d1_s": choice.d1_s, "d1_fallback": choice.fallback, "d1_wanted_s": choice.wanted_s}
 
-    def _d1_from_journal(self, rule: D1Rule, ctx: StepContext) -> tuple[float, str]:
-        """(D1, "" or why it is the maximum) from the T1 step's outcome in the journal (never lane memory)."""
+    def _d1_from_journal(self, rule: D1Rule, ctx: StepContext) -> D1Choice:
+        """The D1 (or the maximum and why) from the T1 step's outcome in the journal (never lane memory)."""
         record = next((r for r in ctx.journal.steps() if r.index == rule.t1_step), None)
         if record is None or record.status != "done":
-            return rule.max_s, f"the T1 step {rule.t1_step} did not finish"
+            return D1Choice(rule.max_s, f"the T1 step {rule.t1_step} did not finish", None)
         fit = record.outcome.get("t1")
         if fit is None:  # fitted after a resume by an earlier point of this block
             fit = next((e["detail"] for e in reversed(ctx.journal.events(limit=100_000))
@@ -232,11 +241,11 @@ class NmrLane:
         if fit is None:  # done by resume's reconcile (no fit in its outcome): fit the kept dataset, never re-measure
             datasets = [d for d in ctx.journal.datasets() if d["idx"] == rule.t1_step and d["status"] == "done"]
             if not datasets:
-                return rule.max_s, f"the T1 step {rule.t1_step} left no complete dataset"
+                return D1Choice(rule.max_s, f"the T1 step {rule.t1_step} left no complete dataset", None)
             fit = self._fit_outcome(Path(datasets[-1]["path"]), None, None, rule)
             ctx.note("t1_measured", t1_step=rule.t1_step, path=datasets[-1]["path"], **fit)
         if fit.get("error"):
-            return rule.max_s, f"T1 fit: {fit['error']}"
+            return D1Choice(rule.max_s, f"T1 fit: {fit['error']}", None)
         return rule.choose([(s["shift_ppm"], s["t1_s"], s["ok"]) for s in fit["sites"]])
 
     def _measure_t1(self, step: T1Measurement, ctx: StepContext) -> dict[str, Any]:
@@ -265,9 +274,9 @@ class NmrLane:
                  "t1_err_s": float(s.t1_err_s) if s.t1_err_s is not None else None, "ok": bool(s.ok),
                  "reason": s.reason} for s in fit.sites]}
         if rule is not None:
-            d1_s, fallback = (rule.max_s, f"T1 fit: {out['error']}") if out["error"] else \
+            choice = D1Choice(rule.max_s, f"T1 fit: {out['error']}", None) if out["error"] else \
                 rule.choose([(s["shift_ppm"], s["t1_s"], s["ok"]) for s in out["sites"]])
-            out.update(d1_s=d1_s, d1_fallback=fallback)
+            out.update(d1_s=choice.d1_s, d1_fallback=choice.fallback, d1_wanted_s=choice.wanted_s)
         return out
 
     def _pause_until_topspin_returns(self, ctx: StepContext, exc: TopSpinNotRunning) -> None:
@@ -316,6 +325,9 @@ class NmrLane:
             b = step.acquisition
             kind = {"PULPROG": b.pulprog, "PARMODE": 0, "NS": b.ns, "DS": b.ds, "TD": b.td, "D1": b.d1_s,
                     "SW": b.sw_ppm, "SFO1": b.sfo1_mhz, "MASR": b.mas_rate_hz}
+            if b.o1p_ppm is not None:  # O1P is TopSpin's view of O1 (Hz) = O1P x BF1; SFO1 = BF1 + O1
+                o1_hz = b.o1p_ppm * b.sfo1_mhz
+                kind.update({"O1": o1_hz, "SFO1": b.sfo1_mhz + o1_hz * 1e-6})
             if isinstance(step, T1Measurement):  # a pseudo-2D: one row per delay of the vdlist
                 kind.update({"PARMODE": 1, "TD1": len(step.delays_s)})
         return {

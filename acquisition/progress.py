@@ -71,7 +71,8 @@ class ProgressView:
         self._clock = clock
         self._lock = threading.Lock()
         self._start = clock.now()
-        self._estimates = {s.index: s.estimate_s for s in plan.steps}
+        recorded = {r.index: r.estimate_s for r in records}  # revised estimates survive a resume
+        self._estimates = {s.index: recorded.get(s.index, s.estimate_s) for s in plan.steps}
         self.lanes: dict[str, LaneProgress] = {lane: LaneProgress(total=len(steps)) for lane, steps in plan.lanes.items()}
         status = {r.index: r.status for r in records}
         for step in plan.steps:
@@ -79,7 +80,7 @@ class ProgressView:
             if status.get(step.index) in ("done", "skipped"):
                 lane.done += 1
             else:
-                lane.remaining_estimate_s += step.estimate_s
+                lane.remaining_estimate_s += self._estimates[step.index]
         self._console = console or Console(stderr=True)
         self._live: Live | None = None
 
@@ -91,17 +92,25 @@ class ProgressView:
                 lane.current = step.label
                 lane.started[step.index] = now
             else:
-                lane.remaining_estimate_s -= step.estimate_s
+                lane.remaining_estimate_s -= self._estimates[step.index]
                 started = lane.started.pop(step.index, now)
                 if status == "done":
                     lane.done += 1
-                    lane.estimated_done_s += step.estimate_s
+                    lane.estimated_done_s += self._estimates[step.index]
                     lane.actual_done_s += now - started
+                elif status == "skipped":  # a loop ended early: its remaining steps are not run
+                    lane.done += 1
                 else:
                     lane.failed += 1
                 lane.current = ""
         if self._live is None and not self._console.is_terminal:
             self._console.print(f"[{format_duration(now - self._start)}] {status:7s} {step.label}", highlight=False)
+
+    def on_estimate(self, step: Step, estimate_s: float) -> None:
+        """A pending step's estimate was revised (its D1 is now known): the lane's remaining time follows."""
+        with self._lock:
+            self.lanes[step.lane].remaining_estimate_s += estimate_s - self._estimates[step.index]
+            self._estimates[step.index] = estimate_s
 
     def __rich__(self) -> Group:
         table = Table(title="exsylab run", expand=False)

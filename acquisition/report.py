@@ -63,6 +63,7 @@ def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -
                          f"{params or '-'} | {d['status']} | {d['note'] or ''} |")
         lines.append("")
     lines += _temperature_table(journal)
+    lines += _calibration_section(journal)
     problems = [s for s in steps if s.status in ("failed", "running")]
     unusable = [d for d in datasets if d["status"] in ("partial", "flagged", "failed")]
     lines += ["## What went wrong", ""]
@@ -115,6 +116,16 @@ def _t1_text(fit: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _d1_text(d1_s: float, outcome: dict[str, Any]) -> str:
+    """'5 (T1 rule: 61 s, clamped)' or '5 (maximum: no usable T1)' for an EXSY point's recycle delay."""
+    wanted_s = outcome.get("d1_wanted_s")
+    if outcome.get("d1_fallback"):
+        return f"{d1_s:.3g} (maximum: {outcome['d1_fallback']})"
+    if wanted_s is not None and abs(wanted_s - d1_s) > 1e-9:
+        return f"{d1_s:.3g} (rule gave {wanted_s:.3g}, clamped)"
+    return f"{d1_s:.3g}"
+
+
 def _temperature_table(journal: Journal) -> list[str]:
     """Per temperature of a VT series: T1 per site ± error, the EXSY D1 used, the 1D spectrum."""
     steps = journal.steps()
@@ -140,11 +151,26 @@ def _temperature_table(journal: Journal) -> list[str]:
     for temperature_k in temperatures:
         fits = [outcomes.get(d["idx"], {}).get("t1") or late_fits.get(d["idx"]) for d in t1_sets.get(temperature_k, [])]
         t1 = "; ".join(_t1_text(f) for f in fits if f) or "-"
-        d1s = sorted({float(d["params"]["d1_s"]) for d in exsy.get(temperature_k, []) if "d1_s" in d["params"]})
-        d1 = ", ".join(f"{v:.3g}" for v in d1s) or "-"
+        d1 = ", ".join(sorted({_d1_text(float(d["params"]["d1_s"]), outcomes.get(d["idx"], {}))
+                               for d in exsy.get(temperature_k, []) if "d1_s" in d["params"]})) or "-"
         spectrum = ", ".join(f"{d['dataset']}/{d['expno']}" for d in spectra.get(temperature_k, [])) or "-"
         lines.append(f"| {temperature_k:.2f} | {t1} | {d1} | {spectrum} |")
     return lines + [""]
+
+
+def _calibration_section(journal: Journal) -> list[str]:
+    """A MAS calibration run's result: set point, thermometer shift, sample temperature, and the station file."""
+    fits = [s for s in journal.steps() if s.kind == "fit_calibration" and s.status == "done"]
+    lines: list[str] = []
+    for fit in fits:
+        out = fit.outcome
+        lines += [f"## MAS temperature calibration at {out['mas_rate_hz']:g} Hz", "",
+                  f"Written to `{out['station_file']}` (rms residual {out['residual_k']:.3f} K about the fitted line).",
+                  "", "| set point / K | line / ppm | sample / K | sample - set point / K |", "|---|---|---|---|"]
+        lines += [f"| {r['setpoint_k']:.2f} | {r['shift_ppm']:.3f} | {r['sample_k']:.2f} | "
+                  f"{r['sample_k'] - r['setpoint_k']:+.2f} |" for r in out["readings"]]
+        lines.append("")
+    return lines
 
 
 def write_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -> Path:

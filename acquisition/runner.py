@@ -68,9 +68,14 @@ class StepContext:
     control: Control
     notifier: Notifier
     step_index: int = -1
+    skip: tuple[int, int, str] | None = None
 
     def should_stop(self) -> bool:
         return self.control.state() == "stop"
+
+    def skip_steps(self, first_index: int, last_index: int, reason: str) -> None:
+        """After this step, the lane skips its steps first_index..last_index (a loop whose end condition held)."""
+        self.skip = (first_index, last_index, reason)
 
     def note(self, status: str, **detail: Any) -> None:
         """A journal event for the current step (an excursion, a retry, a partial dataset)."""
@@ -107,6 +112,7 @@ class Runner:
 
     def __init__(self, plan: Plan, journal: Journal, executors: dict[str, LaneExecutor], clock: Clock,
                  control: Control, notifier: Notifier, *, on_step: Callable[[Step, str], None] | None = None,
+                 on_estimate: Callable[[Step, float], None] | None = None,
                  log_tag: str | None = None, real_timer: RealTimer | None = None) -> None:
         missing = set(plan.lanes) - set(executors)
         if missing:
@@ -124,6 +130,7 @@ class Runner:
         self.control = control
         self.notifier = notifier
         self._on_step = on_step or (lambda step, status: None)
+        self._on_estimate = on_estimate or (lambda step, estimate_s: None)
         self.journal.add_steps(plan.steps)
 
     def run(self) -> RunResult:
@@ -191,12 +198,19 @@ class Runner:
             self.journal.transitions([*finished, *changes], at=self.clock.now())
             finished.clear()
 
+        skipping: tuple[int, int, str] | None = None  # a loop's end condition held: its remaining steps are skipped
         for step in steps:
             record = records.get(step.index)
             ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index)
-            if record is not None and record.status == "done":
+            if record is not None and (record.status == "done" or record.status == "skipped"
+                                       and "loop_exit" in record.outcome):
                 done += 1
-                continue  # failed and skipped steps run again on resume: the user fixed the cause
+                continue  # failed steps, and steps skipped after a failure, run again on resume
+            if skipping is not None and skipping[0] <= step.index <= skipping[1]:
+                finished.append((step.index, "skipped", {"loop_exit": skipping[2]}))
+                self._on_step(step, "skipped")
+                done += 1
+                continue
             if record is not None and record.status == "running":
                 commit()
                 verdict = executor.reconcile(step, self._last_progress(step.index), ctx)
@@ -233,6 +247,9 @@ class Runner:
                 commit()
                 raise
             finished.append((step.index, "done", outcome))
+            if ctx.skip is not None:
+                skipping = ctx.skip
+            self._revise_estimates(steps, step, outcome)
             self._on_step(step, "done")
             done += 1
         commit()
@@ -240,6 +257,15 @@ class Runner:
         if failures:
             return LaneResult(lane, "failed", "; ".join(failures), done)
         return LaneResult(lane, "done", "", done)
+
+    def _revise_estimates(self, steps: list[Step], finished: Step, outcome: dict[str, Any]) -> None:
+        """The lane's later steps whose estimate depends on this outcome get it revised, in the journal and the view."""
+        revised = [(s, e) for s in steps if s.index > finished.index
+                   and (e := s.estimate_after(finished.index, outcome)) is not None]
+        if revised:
+            self.journal.set_estimates([(s.index, e) for s, e in revised])
+            for s, e in revised:
+                self._on_estimate(s, e)
 
     def _skip_rest(self, lane: str, steps: list[Step], failed_index: int, reason: str) -> None:
         self.journal.transitions([(s.index, "skipped", {"reason": reason}) for s in steps if s.index > failed_index],

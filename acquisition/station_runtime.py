@@ -158,7 +158,7 @@ class OpenContext:
     workdir: Path  # a simulated TopSpin's folders live here (the run folder)
     seed: int = 0
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel -> active_mass_g, area_cm2
-    templates: tuple[tuple[str, int], ...] = ()  # TopSpin datasets the plan copies parameters from
+    templates: tuple[tuple[str, int, str], ...] = ()  # TopSpin datasets the plan copies parameters from, with their experiment
     io_timeout_s: float | None = None  # selftest's shorter reply timeout
     station_held: bool = False  # this process already holds every real instrument (exsylab serve): no locks of its own
 

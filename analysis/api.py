@@ -17,7 +17,9 @@ from analysis.exsy_processing import ProcessingOptions, Spectrum2D, process_data
 from analysis.fit_models import get_fit_model, validated_options
 from analysis.integration import (box_half_widths_ppm, check_sites, find_diagonal_sites, lineshape_volumes,
                                   volume_matrix)
-from analysis.series import expno_paths, parse_names, parse_sites, series_datasets
+from analysis.series import expno_paths, parse_names, parse_sites, run_datasets, series_datasets
+from analysis.t1 import T1Fit, fit_t1
+from common.sites import SITE_MATCH_PPM
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,42 @@ def analyze_exsy(dataset_dir: Path | str, expnos: list[int] | str, sites: None |
 def analyze_series(run_dir: Path | str, sites: None | str | list[float] = None, names: list[str] | str | None = None,
                    model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
                    model_options: object | Mapping[str, object] | None = None, temperature_param: str = "TE",
-                   t1_by_temperature: T1Table | None = None, plot: Path | str | None = None) -> dict:
-    """Analyse the 'done' datasets listed in <run_dir>/datasets.json (written by the runner)."""
+                   t1_by_temperature: T1Table | None = None, t1_from_run: bool = True,
+                   plot: Path | str | None = None) -> dict:
+    """Analyse the 'done' EXSY datasets listed in <run_dir>/datasets.json (written by the runner).
+
+    Unless a T1 table is given or t1_from_run is False, the run's own T1 datasets are fitted and
+    used to correct each point for the magnetisation its recycle delay let recover.
+    """
+    run_fits = run_t1_fits(run_dir, sites) if t1_by_temperature is None and t1_from_run else None
     return analyze_paths(series_datasets(run_dir), sites, names, model, mixing_param, method=method,
                          model_options=model_options, temperature_param=temperature_param,
-                         t1_by_temperature=t1_by_temperature, plot=plot)
+                         t1_by_temperature=t1_by_temperature, t1_fits=run_fits, plot=plot)
+
+
+def run_t1_fits(run_dir: Path | str, sites: None | str | list[float]) -> list[T1Fit]:
+    """T1 per site of every 'done' T1 dataset of a run (fitted now, from the data on disk)."""
+    parsed = parse_sites(sites) if isinstance(sites, str) or sites is None else [float(s) for s in sites]
+    return [fit_t1(path, None if isinstance(parsed, str) else parsed) for path in run_datasets(run_dir, "t1")]
+
+
+def _t1_table_from_fits(fits: Sequence[T1Fit], shifts: list[float], names: list[str]) -> tuple[dict[float, list[float]], list[str]]:
+    """Site-ordered T1 per temperature from T1 fits; a temperature missing a site is left out, with a warning."""
+    table: dict[float, list[float]] = {}
+    warnings = []
+    for fit in fits:
+        values = []
+        for shift, name in zip(shifts, names):
+            near = [s for s in fit.sites if abs(s.shift_ppm - shift) <= SITE_MATCH_PPM]
+            best = min(near, key=lambda s: abs(s.shift_ppm - shift)) if near else None
+            if best is None or not best.ok:
+                warnings.append(f"{fit.temperature_k:.1f} K: no usable T1 of {name} in {fit.path} "
+                                f"({best.reason if best else 'site not found'}); that temperature is not corrected")
+                break
+            values.append(best.t1_s)
+        else:
+            table[fit.temperature_k] = values
+    return table, warnings
 
 
 def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, plot: Path | str | None = None) -> dict:
@@ -55,11 +88,13 @@ def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, 
     return summary
 
 
-def _measured_t1(table: T1Table | None, temperature_k: float, n_sites: int) -> list[float] | None:
-    """The measured T1 per site at a temperature (within TEMPERATURE_GROUP_K), or None."""
+def _measured_t1(table: T1Table | None, temperature_k: float, n_sites: int, strict: bool = True) -> list[float] | None:
+    """The measured T1 per site at a temperature (within TEMPERATURE_GROUP_K), or None (strict: none is an error)."""
     if table is None:
         return None
     near = [t for t in table if abs(float(t) - temperature_k) <= TEMPERATURE_GROUP_K]
+    if not near and not strict:
+        return None
     if not near:
         raise AnalysisInputError(f"t1_by_temperature: no T1 measured within {TEMPERATURE_GROUP_K} K of "
                                  f"{temperature_k:.1f} K (have {', '.join(f'{float(t):.1f}' for t in table)})")
@@ -138,12 +173,14 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
                   model: str = "matrix", mixing_param: str = "D8", *, method: str = "auto",
                   model_options: object | Mapping[str, object] | None = None,
                   options: ProcessingOptions | None = None, temperature_param: str = "TE",
-                  t1_by_temperature: T1Table | None = None, plot: Path | str | None = None) -> dict:
+                  t1_by_temperature: T1Table | None = None, t1_fits: Sequence[T1Fit] | None = None,
+                  plot: Path | str | None = None) -> dict:
     """Process, integrate and fit a list of expno folders; the common core of the API functions.
 
     Each point's own D1 (acqus) is recorded. With measured T1 per site (t1_by_temperature:
     temperature K -> T1 s per site, in site order), the volumes of F1 row a are divided by
     1 - exp(-(D1 + AQ) / T1_a), the fraction of M0 site a had recovered when the point began.
+    T1 fits (t1_fits, from the run's own T1 datasets) do the same where they cover a temperature.
     """
     fit_model = get_fit_model(model)
     fit_options = validated_options(fit_model, model_options)
@@ -161,15 +198,22 @@ def analyze_paths(paths: list[Path], sites: None | str | list[float] = None, nam
             widths = lineshape_volumes(spectra[first], shifts)[1]
         for i in group:
             volumes[i] = volume_matrix(spectra[i], shifts, method, widths)
-    factors = [relaxation_factors(s, _measured_t1(t1_by_temperature, s.temperature_k, len(shifts)))
-               for s in spectra]
+    t1_warnings: list[str] = []
+    table, strict = t1_by_temperature, True
+    if table is None and t1_fits:
+        table, t1_warnings = _t1_table_from_fits(t1_fits, shifts, names)
+        strict = False
+    factors = [relaxation_factors(s, _measured_t1(table, s.temperature_k, len(shifts), strict)) for s in spectra]
     points = [{"expno": s.expno, "path": str(s.path), "temperature_k": s.temperature_k,
                "mixing_time_s": s.mixing_time_s, "d1_s": s.d1_s, "volumes": v.tolist(),
                **({"relaxation_factors": f.tolist()} if f is not None else {})}
               for s, v, f in zip(spectra, volumes, factors)]
     volumes = [v if f is None else v / f[:, None] for v, f in zip(volumes, factors)]
     result: dict = {"sites": [{"name": n, "shift_ppm": float(s)} for n, s in zip(names, shifts)],
-                    "points": points, "fits": [], "arrhenius": [], "warnings": []}
+                    "points": points, "fits": [], "arrhenius": [], "warnings": list(t1_warnings),
+                    "t1_correction": {"source": "given" if strict and table is not None else
+                                      "run T1 datasets" if table else None,
+                                      "t1_s_by_temperature": {f"{t:.2f}": list(v) for t, v in (table or {}).items()}}}
     fits: list[tuple[float, ExchangeFit, np.ndarray, np.ndarray]] = []
     for group in groups:
         temperature_k = float(np.mean([spectra[i].temperature_k for i in group]))

@@ -46,6 +46,14 @@ def parse_sites(text: str | None, min_sites: int = 2) -> str | list[float]:
 
 def series_datasets(run_dir: Path | str) -> list[Path]:
     """Expno folders of the EXSY entries (kind acquire_2d) with status 'done' in <run_dir>/datasets.json."""
+    paths = run_datasets(run_dir, "acquire_2d")
+    if not paths:
+        raise AnalysisInputError(f"{Path(run_dir) / 'datasets.json'}: no EXSY entry with status 'done'")
+    return paths
+
+
+def run_datasets(run_dir: Path | str, kind: str) -> list[Path]:
+    """Expno folders of the entries of one step kind with status 'done' in <run_dir>/datasets.json."""
     run_dir = Path(run_dir)
     journal = run_dir / "datasets.json"
     if not run_dir.is_dir():
@@ -62,7 +70,7 @@ def series_datasets(run_dir: Path | str) -> list[Path]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "dataset_dir" not in entry or "expno" not in entry:
             raise AnalysisInputError(f"{journal}: entry {index} lacks dataset_dir or expno")
-        if entry.get("status") != "done" or entry.get("kind", "acquire_2d") != "acquire_2d":  # EXSY points only
+        if entry.get("status") != "done" or entry.get("kind", "acquire_2d") != kind:
             continue
         base = Path(entry["dataset_dir"])
         base = base if base.is_absolute() else run_dir / base
@@ -71,8 +79,6 @@ def series_datasets(run_dir: Path | str) -> list[Path]:
         if found is None:
             raise AnalysisInputError(f"{journal}: entry {index}: no dataset at {candidates[0]} or {candidates[1]}")
         paths.append(found)
-    if not paths:
-        raise AnalysisInputError(f"{journal}: no entry with status 'done'")
     return paths
 
 

@@ -133,13 +133,19 @@ def refine_peak_ppm(ppm: np.ndarray, spectrum: np.ndarray, index: int) -> float:
     return float(ppm[index] + offset * (ppm[1] - ppm[0]))
 
 
-def strongest_peak_ppm(spectrum: Spectrum1D, near_ppm: float | None = None, window_ppm: float = 50.0) -> float:
-    """Shift of the highest point (within window_ppm of near_ppm if given), refined: a thermometer's line."""
-    mask = np.ones(spectrum.ppm.size, bool) if near_ppm is None else np.abs(spectrum.ppm - near_ppm) <= window_ppm
+def thermometer_shift_ppm(expno_dir: Path | str, near_ppm: float | None = None, window_ppm: float = 50.0) -> float:
+    """Shift of a thermometer's single line in a 1D dataset: the magnitude spectrum's maximum (within window_ppm
+    of near_ppm if given), refined. Magnitude mode, because a residual first-order phase shifts the maximum of a
+    phased line far from the carrier (207Pb lies thousands of ppm out) while |S| peaks at the line itself."""
+    expno_dir = Path(expno_dir)
+    dic, data = read_fids(expno_dir, "fid")
+    spectra, axis = transform_rows(dic, data)
+    magnitude = np.abs(spectra[0])
+    mask = np.ones(axis.ppm.size, bool) if near_ppm is None else np.abs(axis.ppm - near_ppm) <= window_ppm
     if not mask.any():
-        raise AnalysisInputError(f"{spectrum.path}: {near_ppm} ppm lies outside the spectral window")
-    index = int(np.flatnonzero(mask)[np.argmax(spectrum.data[mask])])
-    return refine_peak_ppm(spectrum.ppm, spectrum.data, index)
+        raise AnalysisInputError(f"{expno_dir}: {near_ppm:g} ppm lies outside the spectral window")
+    index = int(np.flatnonzero(mask)[np.argmax(magnitude[mask])])
+    return refine_peak_ppm(axis.ppm, magnitude, index)
 
 
 def region_half_widths_ppm(ppm: np.ndarray, magnitude: np.ndarray, shifts_ppm: list[float],

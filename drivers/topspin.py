@@ -230,7 +230,7 @@ class TopSpinDriver:
         """One job round trip through TopSpin (for selftests); returns the TopSpin side's clock time."""
         return float(self._job("ping")["time"])  # type: ignore[index]
 
-    def preflight(self, templates: Sequence[tuple[str, int]] = ()) -> str:
+    def preflight(self, templates: Sequence[tuple[str, int, str]] = ()) -> str:
         """Identify the TopSpin side (alive, TopSpin and Jython versions) and check each template dataset exists;
         raise TopSpinNotRunning or SpectrometerConfigurationError with one line naming the automation folder."""
         where = f"TopSpin (automation folder {self.automation_dir})"
@@ -248,13 +248,13 @@ class TopSpinDriver:
                 f"{where}: Jython {beat.python_version} is too old; exsylab_automation needs Jython "
                 f"{'.'.join(map(str, MIN_PYTHON))} (TopSpin >= 3.5)")
         self.ping()
-        for name, expno in templates:
+        for name, expno, _experiment in templates:
             path = self.expno_dir(name, expno)
             if not (path / "acqu").is_file():
                 raise SpectrometerConfigurationError(
                     f"{where}: template dataset {path} has no acqu file; set up the template experiment "
                     f"{name} {expno} in TopSpin (data folder {self.data_dir})")
-        templates_text = ", ".join(f"{n}/{e}" for n, e in templates) or "no template named"
+        templates_text = ", ".join(f"{n}/{e}" for n, e, _ in templates) or "no template named"
         return (f"TopSpin {beat.topspin_version}, Jython {beat.python_version}; heartbeat alive; "
                 f"templates present: {templates_text}")
 

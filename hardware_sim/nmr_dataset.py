@@ -152,10 +152,10 @@ def padded_points(td: int, bytes_per_point: int = 4) -> int:
 # ----------------------------------------------------------------------------- signal
 
 
-def _offsets_hz(sample: ExsySample, sfo1_mhz: float, o1_hz: float) -> np.ndarray:
-    """Site frequencies relative to the carrier: shift * BF1 - O1, with BF1 = SFO1 - O1/1e6."""
+def _offsets_hz(sample: ExsySample, sfo1_mhz: float, o1_hz: float, temperature_k: float) -> np.ndarray:
+    """Site frequencies relative to the carrier: shift(T) * BF1 - O1, with BF1 = SFO1 - O1/1e6."""
     bf1_mhz = sfo1_mhz - o1_hz * 1e-6
-    return np.array([s.shift_ppm * bf1_mhz for s in sample.sites]) - o1_hz
+    return np.array([s.shift_at(temperature_k) * bf1_mhz for s in sample.sites]) - o1_hz
 
 
 def site_amplitudes(params: Mapping[str, object], temperature_k: float, sample: ExsySample) -> np.ndarray:
@@ -211,7 +211,7 @@ def synthesize_ser(params: Mapping[str, object], temperature_k: float,
     td, ns = _int(params, "TD"), _int(params, "NS")
     if td < 2 or td % 2:
         raise ValueError(f"NMR dataset: TD={td} must be even and >= 2")
-    offsets = _offsets_hz(sample, _num(params, "SFO1"), _num(params, "O1"))
+    offsets = _offsets_hz(sample, _num(params, "SFO1"), _num(params, "O1"), temperature_k)
     lw = np.array([s.linewidth_hz for s in sample.sites])
     t2 = np.arange(td // 2) / sweep_width_hz(params)
     f2_basis = np.exp(np.outer(2j * np.pi * offsets - np.pi * lw, t2))  # sites x points

@@ -30,6 +30,11 @@ class Site:
     t1_s: float                      # at reference_temperature_k
     t1_ea_ev: float = 0.0            # 1/T1 = (1/t1_s) exp(-t1_ea_ev/kB (1/T - 1/T_ref)): 0 = T1 constant
     reference_temperature_k: float = 293.0
+    shift_slope_ppm_per_k: float = 0.0  # a chemical-shift thermometer's line moves (lead nitrate: +0.753 ppm/K)
+
+    def shift_at(self, temperature_k: float) -> float:
+        """The shift in ppm at a sample temperature (linear about the reference temperature)."""
+        return self.shift_ppm + self.shift_slope_ppm_per_k * (temperature_k - self.reference_temperature_k)
 
     def t1_at(self, temperature_k: float) -> float:
         """T1 in s at the given temperature (a positive t1_ea_ev shortens T1 on heating)."""
@@ -162,7 +167,8 @@ def sample_from_station(spec: Mapping[str, Any] | None) -> ExsySample:
     if spec is None:
         return paper_sample()
     sites = tuple(Site(str(s["name"]), float(s["shift_ppm"]), float(s["population"]), float(s["linewidth_hz"]),
-                       float(s["t1_s"]), float(s.get("t1_ea_ev", 0.0)), float(s.get("reference_temperature_k", 293.0)))
+                       float(s["t1_s"]), float(s.get("t1_ea_ev", 0.0)), float(s.get("reference_temperature_k", 293.0)),
+                       float(s.get("shift_slope_ppm_per_k", 0.0)))
                   for s in spec["sites"])
     exchange = {(str(law["sites"][0]), str(law["sites"][1])): ArrheniusRate(float(law["k0_per_s"]), float(law["ea_ev"]))
                 for law in spec.get("exchange", [])}

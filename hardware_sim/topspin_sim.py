@@ -544,8 +544,11 @@ def simulate_for_station(entry: dict, clock, *, seed: int = 0, automation_dir: P
     vt = (peers or {}).get("vt")
     automation_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
+    mas_rate_hz = float((entry.get("sample") or {}).get("mas_rate_hz", 10_000.0))
+    if vt is not None:  # the rotor spins at the sample's rate: the probe's frictional heating follows it
+        vt.model.set_mas_rate_hz(mas_rate_hz)
     sim = SimulatedTopSpin(automation_dir, data_dir, clock, seed=seed, sample=sample_from_station(entry.get("sample")),
-                           temperature_source=vt.model.sample_k if vt is not None else None)
+                           temperature_source=vt.model.sample_k if vt is not None else None, mas_rate_hz=mas_rate_hz)
     for name, expno, *kind in templates:
         sim.provide_template(data_dir / name / str(expno), *kind)
     sim.start()

@@ -12,12 +12,15 @@ from .cycling import CyclingProtocol
 from .errors import MISSING, InputError, from_validation_error
 from .exsy import VtExsyProtocol
 from .station import StationSpec, is_sim
+from .mas_calibration import MasCalibrationProtocol
 from .vt_series import VtSeriesProtocol
 
-Protocol = Union[VtExsyProtocol, VtSeriesProtocol, CyclingProtocol]
-_PROTOCOL_KINDS: dict[str, type[VtExsyProtocol] | type[VtSeriesProtocol] | type[CyclingProtocol]] = {
+Protocol = Union[VtExsyProtocol, VtSeriesProtocol, MasCalibrationProtocol, CyclingProtocol]
+_PROTOCOL_KINDS: dict[str, type[VtExsyProtocol] | type[VtSeriesProtocol] | type[MasCalibrationProtocol]
+                      | type[CyclingProtocol]] = {
     "vt-exsy": VtExsyProtocol,
     "vt-series": VtSeriesProtocol,
+    "mas-calibration": MasCalibrationProtocol,
     "cycling": CyclingProtocol,
 }
 MAX_FILE_BYTES = 1_000_000

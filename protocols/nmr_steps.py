@@ -24,6 +24,8 @@ class Acquisition1D(_Part):
     sw_ppm: float
     sfo1_mhz: float
     mas_rate_hz: float
+    o1p_ppm: float | None = None
+    """The carrier in ppm (TopSpin O1P); None: the template's O1."""
 
     @property
     def aq_s(self) -> float:
@@ -62,3 +64,13 @@ class T1Measurement(_NmrDatasetStep):
 
     def record_params(self) -> dict[str, Any]:
         return {"method": self.method, "delays": len(self.delays_s), "d1_s": self.acquisition.d1_s}
+
+
+class FitCalibration(Step):
+    """After the thermometer spectra: sample temperature from each line's shift, fitted against the set point."""
+
+    kind: Literal["fit_calibration"] = "fit_calibration"
+    thermometer: dict[str, Any] = Field(description="analysis.calibration.Thermometer's fields")
+    mas_rate_hz: float
+    spectrum_steps: tuple[int, ...] = Field(min_length=2, description="plan indices of the thermometer spectra")
+    station_out: str = Field(description="file name, in the run folder, of the calibrated station file")

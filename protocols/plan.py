@@ -6,9 +6,11 @@ them (a new kind needs no list here), and each lane declares the kinds it execut
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+from common.sites import SITE_MATCH_PPM
 
 
 class Step(BaseModel):
@@ -27,12 +29,18 @@ class Step(BaseModel):
         """The kind-specific parameters a dataset record carries (the journal's params column)."""
         return {}
 
+    def estimate_after(self, index: int, outcome: dict[str, Any]) -> float | None:
+        """This step's revised estimate now that step `index` finished with `outcome`; None: unchanged."""
+        return None
+
 
 class MoveTemperature(Step):
     kind: Literal["move_temperature"] = "move_temperature"
     temperature_k: float = Field(description="sample temperature to move to")
     from_k: float
     ramp_k_per_min: float
+    temperature_is_setpoint: bool = Field(False, description="a calibration run: temperatures are VT set points, "
+                                                             "no calibration applied")
 
 
 class _Part(BaseModel):
@@ -48,10 +56,11 @@ class Stability(_Part):
 
 
 class Template(_Part):
-    """The TopSpin dataset a point copies its parameters from (set up by hand)."""
+    """The TopSpin dataset a point copies its parameters from (set up by hand), and the experiment it is set up for."""
 
     name: str
     expno: int
+    experiment: Literal["exsy", "1d", "satrect", "t1ir"] = "exsy"
 
 
 class NmrAcquisition(_Part):
@@ -70,8 +79,6 @@ class NmrAcquisition(_Part):
     mas_rate_hz: float
 
 
-SITE_MATCH_PPM = 0.5  # a fitted site counts as the rule's site within this distance
-
 
 class D1Rule(_Part):
     """D1 = factor x max(T1 of the chosen sites), clamped to [min_s, max_s]; max_s when no usable T1."""
@@ -82,8 +89,8 @@ class D1Rule(_Part):
     sites_ppm: tuple[float, ...] | None = Field(None, description="sites whose T1 count; None: every fitted site")
     t1_step: int = Field(description="plan index of the T1 step at the same temperature whose fit sets D1")
 
-    def choose(self, fitted: list[tuple[float, float | None, bool]]) -> tuple[float, str]:
-        """(D1, "" or why it fell back to max_s) from the fitted sites (shift_ppm, t1_s, fit ok)."""
+    def choose(self, fitted: list[tuple[float, float | None, bool]]) -> "D1Choice":
+        """The D1 for the fitted sites (shift_ppm, t1_s, fit ok): the rule's value clamped, or max_s and why."""
         if self.sites_ppm is None:
             wanted = [(shift, t1, ok) for shift, t1, ok in fitted]
         else:
@@ -91,13 +98,27 @@ class D1Rule(_Part):
             for site in self.sites_ppm:
                 near = [f for f in fitted if abs(f[0] - site) <= SITE_MATCH_PPM]
                 if not near:
-                    return self.max_s, f"no T1 fitted at the site {site:g} ppm"
+                    return D1Choice(self.max_s, f"no T1 fitted at the site {site:g} ppm", None)
                 wanted.append(min(near, key=lambda f: abs(f[0] - site)))
         bad = [shift for shift, t1, ok in wanted if not ok or t1 is None or t1 <= 0]
         if bad or not wanted:
-            return self.max_s, ("the T1 fit failed at " + ", ".join(f"{s:g} ppm" for s in bad)) if bad else "no site fitted"
-        longest_s = max(t1 for _, t1, _ in wanted if t1 is not None)
-        return min(max(self.factor * longest_s, self.min_s), self.max_s), ""
+            reason = ("the T1 fit failed at " + ", ".join(f"{s:g} ppm" for s in bad)) if bad else "no site fitted"
+            return D1Choice(self.max_s, reason, None)
+        wanted_s = self.factor * max(t1 for _, t1, _ in wanted if t1 is not None)
+        return D1Choice(min(max(wanted_s, self.min_s), self.max_s), "", wanted_s)
+
+
+class D1Choice(NamedTuple):
+    """A recycle delay chosen by a D1Rule: the value used, why it fell back (or ""), the unclamped factor x T1."""
+
+    d1_s: float
+    fallback: str
+    wanted_s: float | None
+
+    @property
+    def clamped(self) -> bool:
+        """The rule's factor x T1 lay outside [min_s, max_s] and was clamped to it."""
+        return self.wanted_s is not None and self.wanted_s != self.d1_s
 
 
 class PointPolicy(_Part):
@@ -131,11 +152,27 @@ class Acquire2D(Step):
     def record_params(self) -> dict[str, Any]:
         return {"mixing_time_s": self.mixing_time_s, "d1_s": self.acquisition.d1_s}
 
+    def estimate_after(self, index: int, outcome: dict[str, Any]) -> float | None:
+        """Once the T1 step its D1 rule reads is done, the estimate with the D1 that T1 gives."""
+        d1_s = (outcome.get("t1") or {}).get("d1_s") if self.d1_rule is not None and index == self.d1_rule.t1_step else None
+        return None if d1_s is None else self.with_d1(float(d1_s)).estimate_s
+
     def with_d1(self, d1_s: float) -> "Acquire2D":
         """This point with another recycle delay, its estimate changed by the (DS + NS x TD1) scans it spans."""
         a = self.acquisition
         estimate_s = max(self.estimate_s + (d1_s - a.d1_s) * (a.ds + a.ns * a.td1), 0.0)
         return self.model_copy(update={"acquisition": a.model_copy(update={"d1_s": d1_s}), "estimate_s": estimate_s})
+
+
+class LoopExit(_Part):
+    """Skip plan steps first_index..last_index when, after this step, a loop's or pulse train's end condition holds."""
+
+    first_index: int
+    last_index: int
+    on_voltage_end: bool = Field(False, description="this step ended on its voltage (a GITT pulse at its cut-off)")
+    coulombic_efficiency_below_pct: float | None = Field(None, description="this step's cycle's CE below this")
+    discharge_capacity_below_pct: float | None = Field(None, description="this cycle's discharge below this % of ...")
+    reference_cycle: int | None = Field(None, description="... the discharge capacity of this cycle")
 
 
 class CyclerStep(Step):
@@ -155,6 +192,13 @@ class CyclerStep(Step):
     capacity_max_ah: float | None = None
     temperature_max_k: float | None = None
     on_resume: Literal["continue", "restart-step"] = "continue"
+    control: Literal["current", "voltage"] = Field("current", description="voltage: hold hold_voltage_v, current_a "
+                                                                           "the limit")
+    hold_voltage_v: float | None = None
+    end_current_a: float | None = Field(None, description="a voltage hold ends when |I| falls below this")
+    end_dvdt_v_per_s: float | None = Field(None, description="a rest ends when |dV/dt| over dvdt_window_s is below this")
+    dvdt_window_s: float | None = None
+    loop_exit: LoopExit | None = None
 
 
 class Plan(BaseModel):
@@ -172,6 +216,11 @@ class Plan(BaseModel):
         for step in self.steps:
             out.setdefault(step.lane, []).append(step)
         return out
+
+    def templates(self) -> tuple[tuple[str, int, str], ...]:
+        """The TopSpin template datasets the plan's points copy their parameters from: (name, expno, experiment)."""
+        found = {(t.name, t.expno, t.experiment) for s in self.steps if isinstance(t := getattr(s, "template", None), Template)}
+        return tuple(sorted(found))
 
     def lane_estimates_s(self) -> dict[str, float]:
         return {lane: sum(s.estimate_s for s in steps) for lane, steps in self.lanes.items()}

@@ -100,12 +100,14 @@ class SampleSiteSpec(FileModel):
     """One site of a simulated sample; ppm and eV are plain numbers (the field names carry the unit)."""
 
     name: str = Field(min_length=1, max_length=60)
-    shift_ppm: float = Field(alias="shift", ge=-1000, le=1000)
+    shift_ppm: float = Field(alias="shift", ge=-100_000, le=100_000, description="at reference_temperature")
     population: float = Field(gt=0)
     linewidth_hz: Hertz = Field(alias="linewidth", gt=0)
     t1_s: Seconds = Field(alias="t1", gt=0, description="T1 at reference_temperature")
     t1_ea_ev: float = Field(0.0, alias="t1_ea", ge=-2, le=2, description="Arrhenius activation of 1/T1")
     reference_temperature_k: Kelvin = Field(293.0, alias="reference_temperature", gt=0)
+    shift_slope_ppm_per_k: float = Field(0.0, ge=-100, le=100,
+                                         description="d(shift)/dT about reference_temperature: a shift thermometer")
 
 
 class SampleExchangeSpec(FileModel):
@@ -123,6 +125,9 @@ class SampleSpec(FileModel):
     sites: list[SampleSiteSpec] = Field(min_length=1)
     exchange: list[SampleExchangeSpec] = Field(default_factory=list)
     spin_diffusion: bool = False
+    mas_rate_hz: Hertz = Field(10_000.0, alias="mas_rate", ge=0, le=150_000,
+                               description="the rate the rotor spins at (spun up by hand before the run): "
+                                           "sets the simulated probe's frictional heating")
 
     @model_validator(mode="after")
     def _pairs_name_sites(self) -> "SampleSpec":

@@ -28,6 +28,8 @@ class Acquisition1DSpec(FileModel):
     sw_ppm: float = Field(100.0, alias="sw", gt=0, le=10000)
     sfo1_mhz: float = Field(73.578, alias="sfo1", gt=1, le=1500)
     mas_rate_hz: Hertz = Field(10_000.0, alias="mas_rate", ge=0, le=150_000)
+    o1p_ppm: float | None = Field(None, alias="o1p", ge=-100_000, le=100_000,
+                                  description="carrier in ppm (TopSpin's O1P, written as O1 in Hz); None: the template's O1")
 
 
 class Spectrum1DSpec(Acquisition1DSpec):

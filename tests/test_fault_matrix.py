@@ -113,8 +113,7 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
     clock = make_clock(station, roles, virtual_start_s=1_790_000_000.0)
     assert isinstance(clock, VirtualClock)  # every instrument is sim://
     cells = {s.channel: {"active_mass_g": 1.5e-3, "area_cm2": 0.785} for s in plan.steps if isinstance(s, CyclerStep)}
-    templates = tuple(sorted({(s.template.name, s.template.expno) for s in plan.steps if isinstance(s, Acquire2D)}))
-    ctx = OpenContext(workdir=folder.root, seed=3, cells=cells, templates=templates, io_timeout_s=io_timeout_s)
+    ctx = OpenContext(workdir=folder.root, seed=3, cells=cells, templates=plan.templates(), io_timeout_s=io_timeout_s)
     runtime = open_station(station, clock, roles, ctx, holder=f"fault matrix {folder.root}")
     journal = Journal(folder.journal)
     lanes = build_lanes(plan, runtime, folder, cells)
@@ -154,7 +153,7 @@ def run_with_fault(tmp_path: Path, protocols: list[str], inject: Callable[[Stati
 
 # The reply timeouts go through the factory (OpenContext.io_timeout_s, as selftest's --timeout), never
 # through private driver attributes.
-VT_IO_TIMEOUT_S = 0.2  # a VT that stays silent is given up on after this (real seconds)
+VT_IO_TIMEOUT_S = 1.0  # a VT that stays silent is given up on after this (real seconds; a loaded machine answers well inside it)
 SMU_IO_TIMEOUT_S = 0.5  # likewise a cycler link
 
 

@@ -88,21 +88,24 @@ def test_inversion_recovery_uses_t1ir_and_a_series_without_rule_keeps_its_d1() -
 def test_d1_rule_is_factor_times_the_longest_t1_clamped(factor: float, t1s: list[float], expected: float) -> None:
     rule = D1Rule(factor=factor, min_s=1.0, max_s=5.0, sites_ppm=(2.31, 1.29, -4.56), t1_step=3)
     fitted = [(2.3, t1s[0], True), (1.3, t1s[1], True), (-4.5, t1s[2], True)]
-    assert rule.choose(fitted) == (pytest.approx(expected), "")
+    choice = rule.choose(fitted)
+    assert (choice.d1_s, choice.fallback) == (pytest.approx(expected), "")
+    assert choice.wanted_s == pytest.approx(factor * max(t1s))
+    assert choice.clamped == (expected != pytest.approx(factor * max(t1s)))
 
 
 def test_d1_rule_falls_back_to_max_when_a_site_failed_or_is_missing() -> None:
     rule = D1Rule(factor=3.0, min_s=1.0, max_s=5.0, sites_ppm=(2.31, -4.56), t1_step=3)
-    d1_s, reason = rule.choose([(2.31, 0.4, True), (-4.56, None, False)])
+    d1_s, reason, _ = rule.choose([(2.31, 0.4, True), (-4.56, None, False)])
     assert d1_s == 5.0 and "failed at -4.56 ppm" in reason
-    d1_s, reason = rule.choose([(2.31, 0.4, True), (1.29, 0.5, True)])
+    d1_s, reason, _ = rule.choose([(2.31, 0.4, True), (1.29, 0.5, True)])
     assert d1_s == 5.0 and "no T1 fitted at the site -4.56 ppm" in reason
     # a site the rule does not name does not count, even when its fit failed
     assert D1Rule(factor=3.0, min_s=1.0, max_s=5.0, sites_ppm=(2.31,), t1_step=3).choose(
-        [(2.31, 0.4, True), (1.29, None, False)]) == (pytest.approx(1.2), "")
+        [(2.31, 0.4, True), (1.29, None, False)])[:2] == (pytest.approx(1.2), "")
     # no sites named: every fitted site counts
     every = D1Rule(factor=3.0, min_s=1.0, max_s=5.0, sites_ppm=None, t1_step=3)
-    assert every.choose([(2.31, 0.4, True), (1.29, 1.1, True)]) == (pytest.approx(3.3), "")
+    assert every.choose([(2.31, 0.4, True), (1.29, 1.1, True)])[:2] == (pytest.approx(3.3), "")
     assert every.choose([])[0] == 5.0
 
 

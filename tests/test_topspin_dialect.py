@@ -212,10 +212,10 @@ def test_too_old_jython_is_refused_in_the_heartbeat_and_by_preflight(tmp_path):
 
 def test_preflight_reports_versions_and_checks_templates(bench):
     sim, driver, clock = bench
-    summary = driver.preflight([TEMPLATE])
+    summary = driver.preflight([(*TEMPLATE, "exsy")])
     assert "TopSpin 4.1.4" in summary and "Jython 3." in summary and f"{TEMPLATE_NAME}/1" in summary
     with pytest.raises(SpectrometerConfigurationError, match="no acqu file") as missing:
-        driver.preflight([("noesy_template", 7)])
+        driver.preflight([("noesy_template", 7, "exsy")])
     assert "\n" not in str(missing.value) and str(driver.automation_dir) in str(missing.value)
 
 

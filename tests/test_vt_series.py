@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from acquisition.api import start_run
+from protocols import load_plan
 from acquisition.control import Control
 from acquisition.journal import Journal
 from acquisition.nmr_lane import NmrLane
@@ -58,10 +59,16 @@ def _station(tmp_path: Path) -> Path:
 
 
 def test_exsy_d1_is_three_times_the_fitted_t1_at_each_temperature(tmp_path: Path) -> None:
-    folder, result = start_run([_short_series(tmp_path)], _station(tmp_path), tmp_path / "run", show_progress=False)
+    series, station = _short_series(tmp_path), _station(tmp_path)
+    planned = {s.index: s for s in load_plan([series], station)[0].steps}
+    folder, result = start_run([series], station, tmp_path / "run", show_progress=True)
     assert result.ok, result.lanes
     journal = Journal(folder.journal)
     steps = journal.steps()
+    for record in (s for s in steps if s.kind == "acquire_2d"):  # planned with D1 = 5 s, revised once T1 was fitted
+        d1_s = next(s.outcome["d1_s"] for s in steps if s.index == record.index)
+        assert record.estimate_s == pytest.approx(planned[record.index].with_d1(d1_s).estimate_s)
+        assert record.estimate_s < planned[record.index].estimate_s
     datasets = journal.datasets()
     fits = {s.index: s.outcome["t1"] for s in steps if s.kind == "t1"}
     assert len(fits) == 2
@@ -128,17 +135,17 @@ def _done_t1(ctx: StepContext, outcome: dict) -> None:
 def test_d1_comes_from_the_t1_outcome_in_the_journal(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     lane = NmrLane.__new__(NmrLane)
-    assert lane._d1_from_journal(RULE, ctx) == (5.0, "the T1 step 3 did not finish")
+    assert lane._d1_from_journal(RULE, ctx)[:2] == (5.0, "the T1 step 3 did not finish")
     _done_t1(ctx, {"t1": {"error": "", "sites": [{"shift_ppm": 2.31, "t1_s": 0.5, "ok": True},
                                                {"shift_ppm": -4.56, "t1_s": 0.7, "ok": True}]}})
-    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(2.1), "")
+    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(2.1), "", pytest.approx(2.1))
 
 
 def test_a_failed_fit_falls_back_to_the_maximum_with_its_reason(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     _done_t1(ctx, {"t1": {"error": "", "sites": [{"shift_ppm": 2.31, "t1_s": 0.5, "ok": True},
                                                {"shift_ppm": -4.56, "t1_s": None, "ok": False}]}})
-    d1_s, reason = NmrLane.__new__(NmrLane)._d1_from_journal(RULE, ctx)
+    d1_s, reason, _ = NmrLane.__new__(NmrLane)._d1_from_journal(RULE, ctx)
     assert d1_s == 5.0 and "-4.56 ppm" in reason
 
 
@@ -155,7 +162,7 @@ def test_a_t1_reconciled_on_resume_is_fitted_from_its_dataset_not_measured_again
     ctx.journal.record_dataset(dataset="s", expno=101, index=3, kind="t1", path=str(tmp_path / "s" / "101"),
                                temperature_k=293.15, params={}, status="done", at=1.0)
     lane = NmrLane.__new__(NmrLane)
-    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(3.6), "")
-    assert lane._d1_from_journal(RULE, ctx) == (pytest.approx(3.6), "")  # the next point reads the recorded fit
+    assert lane._d1_from_journal(RULE, ctx)[:2] == (pytest.approx(3.6), "")
+    assert lane._d1_from_journal(RULE, ctx)[:2] == (pytest.approx(3.6), "")  # the next point reads the recorded fit
     assert calls == [tmp_path / "s" / "101"]
     assert [e["status"] for e in ctx.journal.events(limit=100)].count("t1_measured") == 1
