@@ -116,7 +116,7 @@ def create_app(station: Station, allowed_hosts: list[str]) -> FastAPI:
     def snapshot() -> dict[str, Any]:
         current = station.worker.current
         entries = station.queue.entries()
-        shown = current or next((e for e in reversed(entries) if e.run_dir), None)
+        shown = current or max((e for e in entries if e.run_dir), key=lambda e: e.started_at or 0.0, default=None)
         run = None
         if shown is not None and shown.run_dir:
             run_dir = Path(shown.run_dir)
