@@ -41,10 +41,11 @@ log = logging.getLogger(__name__)
 
 def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None,
               run_dir: str | Path | None = None, *, show_progress: bool = True,
-              seed: int = 0, signals: bool = False) -> tuple[RunFolder, RunResult]:
+              seed: int = 0, signals: bool = False, station_held: bool = False) -> tuple[RunFolder, RunResult]:
     """Validate, compile, preflight the instruments, make the run folder, and run to the end (or failure, or stop).
 
     `signals` (the CLI's choice): Ctrl-C pauses, twice stops, SIGTERM stops, for the run's duration only.
+    `station_held`: the caller (exsylab serve) holds every real instrument's lock already.
     Nothing is created before every real instrument the plan uses has been locked, opened and
     checked: a refusal is an InputError naming the station file, the instrument and the reason.
     """
@@ -58,7 +59,7 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     roles = roles_of(station, plan.lanes)
     clock = make_clock(station, roles, virtual_start_s=time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocol_paths], station)
-    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=plan.templates())
+    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=plan.templates(), station_held=station_held)
     _refuse_collisions(root, plan, station, started=set())
     source = station_path or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, root, real=True)
@@ -80,9 +81,9 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     return folder, _execute(folder, plan, runtime, cells, show_progress=show_progress, signals=signals)
 
 
-def resume_run(run_dir: str | Path, *, show_progress: bool = True,
-               signals: bool = False) -> tuple[RunFolder, RunResult | None]:
-    """Resume: un-pause a live runner, or restart a dead one at the first unfinished step."""
+def resume_run(run_dir: str | Path, *, show_progress: bool = True, signals: bool = False,
+               station_held: bool = False) -> tuple[RunFolder, RunResult | None]:
+    """Resume: un-pause a live runner, or restart a dead one at the first unfinished step (station_held: as start_run)."""
     folder = open_run_folder(Path(run_dir))
     if runner_alive(folder):
         control_mod.request(folder, "run")
@@ -107,7 +108,8 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True,
     # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
     clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocols], station)
-    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=plan.templates())
+    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=plan.templates(),
+                      station_held=station_held)
     source = station_copy or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, folder.root, real=True)
     try:

@@ -195,6 +195,12 @@ class NotificationSpec(FileModel):
     webhook_token: str | None = Field(None, repr=False)
 
 
+class ServerSpec(FileModel):
+    """`exsylab serve`: the token that allows control (pause, queue); needed to listen beyond loopback."""
+
+    token: str | None = Field(None, min_length=16, repr=False, description="a secret of 16 characters or more")
+
+
 class StationSpec(FileModel):
     """A bench: spectrometer, VT unit and cycler channels, each optional."""
 
@@ -207,6 +213,7 @@ class StationSpec(FileModel):
     vt: VtSpec | None = None
     cyclers: dict[ChannelName, CyclerSpec] = Field(default_factory=dict)
     notifications: NotificationSpec = Field(default_factory=NotificationSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
     clock_speed: float = Field(1.0, gt=0, le=100_000, description="only for an accelerated simulated bench")
     clock_epoch_unix_s: float | None = Field(None, description="shared epoch of an accelerated bench's clocks")
     lock_dir: Path | None = Field(None, description="where instrument locks live (default: per-user folder)")
