@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from analysis.cycling import LI2S_EQUILIBRIUM_V, load_bdf, summarize_cycling
+from analysis.cycling import LI2S_EQUILIBRIUM_V, summarize_cycling
+from analysis.readers.bdf_csv import load_bdf
 from analysis.errors import AnalysisInputError
 from common.bdf_columns import CURRENT, CYCLE, TEST_TIME, UNIX_TIME, VOLTAGE
 
