@@ -42,7 +42,7 @@ def _accepted(parse, text: str) -> bool:
 def lakeshore():
     clock = VirtualClock()
     with SimulatedLakeShore336(clock, seed=1, min_command_gap_real_s=IN_PROCESS_COMMAND_GAP_REAL_S) as sim:
-        driver = LakeShore336(sim.link_path, clock, VtLimits(173.0, 423.0, 5.0), timeout_s=0.05, retry_wait_s=0.1,
+        driver = LakeShore336(sim.link_path, clock, VtLimits(173.0, 423.0, 5.0), timeout_s=0.3, retry_wait_s=0.1,  # generous: a loaded machine
                               min_command_gap_real_s=IN_PROCESS_COMMAND_GAP_REAL_S)
         try:
             yield sim, driver
@@ -69,7 +69,7 @@ def test_vt_never_takes_garbage_as_a_reading(lakeshore, reply: str, ending: str)
 def keithley():
     clock = VirtualClock()
     with SimulatedKeithley2450(clock) as sim:
-        driver = Keithley2450(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", timeout_s=0.03, clock=clock)
+        driver = Keithley2450(f"TCPIP::127.0.0.1::{sim.port}::SOCKET", timeout_s=0.3, clock=clock)
         driver.preflight()
         driver.source_current(0.0, voltage_max_v=2.5, voltage_min_v=0.0)  # 0 A, output on: open-circuit readings
         driver.output(True)
