@@ -139,7 +139,8 @@ class _Campaign:
         except (AnalysisFitError, AnalysisInputError) as exc:
             raise StepFailed(f"adaptive EXSY: the fit after {len(paths)} points failed ({exc}); the points taken "
                              "are kept, `exsylab resume` tries again") from exc
-        missing = [t for t in step.temperatures_k if not models or abs(_nearest(models, t) - t) > 1.0]
+        fitted_of = _fitted_temperatures(step.temperatures_k, models)
+        missing = [t for t in step.temperatures_k if t not in fitted_of]
         if missing:
             raise StepFailed(f"adaptive EXSY: no exchange fit at {', '.join(f'{t:g} K' for t in missing)} after "
                              f"{len(paths)} points ({'; '.join(result['warnings'][:3]) or 'no warning'})")
@@ -151,8 +152,7 @@ class _Campaign:
         expected = set(state.variances())
         reported_all = {q: reported.get(q, float("inf")) for q in expected}
         state.calibrate(reported_all)
-        # the design works at the fitted temperatures; candidates are named by the protocol's
-        fitted_of = {t: _nearest(models, t) for t in step.temperatures_k}
+        # the design works at the fitted (measured) temperatures; decisions name the protocol's
         source = CandidateSource(list(fitted_of.values()), step.candidate_mixing_times_s,
                                  {m: step.acquisition_s(m) for m in step.candidate_mixing_times_s}, step.move_s)
         at_fitted = _nearest(models, at_k)
@@ -239,3 +239,10 @@ class _Campaign:
 def _nearest(models: dict[float, Any], temperature_k: float) -> float:
     """The fitted temperature nearest a protocol temperature."""
     return min(models, key=lambda t: abs(t - temperature_k))
+
+
+def _fitted_temperatures(temperatures_k: tuple[float, ...], models: dict[float, Any]) -> dict[float, float]:
+    """Protocol temperature -> the fitted one nearest it, if within half the protocol's closest spacing."""
+    ordered = sorted(temperatures_k)
+    reach_k = min(b - a for a, b in zip(ordered, ordered[1:])) / 2
+    return {t: f for t in temperatures_k if models and abs((f := _nearest(models, t)) - t) < reach_k}

@@ -107,7 +107,8 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True,
     # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
     clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocols])
-    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=plan.templates())
+    # the run's seed again: simulated data are fixed by it and the point (a resumed run writes what an uninterrupted one would)
+    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)), cells=cells, templates=plan.templates())
     source = station_copy or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, folder.root, real=True)
     try:
