@@ -45,3 +45,34 @@ def adaptive_section(journal: Journal) -> list[str]:
                          f"{d['expno']} | {gain} | {d['hours_used']:.2f} | {_stderr_text(d.get('stderr'))} |")
         lines.append("")
     return lines
+
+
+def adaptive_status(journal: Journal) -> list[dict[str, Any]]:
+    """Per adaptive step, its live account: points, hours of budget, stderrs against the target, ETA, stop reason."""
+    from .adaptive_lane import PROGRESS
+
+    events = journal.events(limit=10_000_000)
+    out = []
+    for step in (s for s in journal.steps() if s.kind == "adaptive_exsy"):
+        mine = [e for e in events if e["index"] == step.index]
+        progress: dict[str, Any] = next((e["detail"] for e in reversed(mine) if e["status"] == PROGRESS), {})
+        out.append({"index": step.index, "status": step.status,
+                    "decisions": sum(1 for e in mine if e["status"] == DECISION),
+                    "points": progress.get("points", 0), "hours_used": progress.get("hours_used", 0.0),
+                    "budget_h": progress.get("budget_h"), "stderr": progress.get("stderr", {}),
+                    "target": progress.get("target"), "eta_h": progress.get("eta_h"),
+                    "stop_reason": step.outcome.get("stop_reason") if step.status == "done" else None})
+    return out
+
+
+def adaptive_lines(accounts: list[dict[str, Any]]) -> list[str]:
+    """One line per adaptive step for the terminal (`exsylab run`, `exsylab status`)."""
+    lines = []
+    for a in accounts:
+        state = f"stopped: {a['stop_reason']}" if a["stop_reason"] else a["status"]
+        budget = f" of {a['budget_h']:g}" if a["budget_h"] is not None else ""
+        eta = f", about {a['eta_h']:.1f} h more to the target" if a["eta_h"] is not None and not a["stop_reason"] else ""
+        target = f" (target {a['target']:g})" if a["target"] is not None else ""
+        lines.append(f"adaptive EXSY ({state}): {a['decisions']} decisions, {a['points']} points, "
+                     f"{a['hours_used']:.2f}{budget} h; stderr {_stderr_text(a['stderr'])}{target}{eta}")
+    return lines

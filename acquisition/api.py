@@ -25,6 +25,7 @@ from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .control import Control, RunLock, runner_alive
 from .calibration_run import run_fit_calibration
 from .cycler_lane import CyclerLane, limits_of
+from .adaptive_report import adaptive_status
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
 from .notify import Notifier
@@ -332,6 +333,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "recent_events": journal.events(limit=10),
             "failed": [{"index": r.index, "label": r.label, "error": r.outcome.get("error", "")}
                        for r in records if r.status == "failed"],
+            "adaptive": adaptive_status(journal),
         }
     finally:
         journal.close()
