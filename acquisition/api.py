@@ -15,6 +15,7 @@ from analysis.errors import AnalysisInputError
 from drivers.clock import Clock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
+from protocols.adaptive_step import AdaptiveExsy
 from protocols.nmr_steps import FitCalibration
 from protocols.plan import CyclerStep, MoveTemperature, Step
 from protocols.station import StationSpec
@@ -248,6 +249,9 @@ def build_lanes(plan: Plan, runtime: StationRuntime, folder: RunFolder,
 def _refuse_collisions(root: Path, plan: Plan, station: StationSpec, started: set[int]) -> None:
     """An expno of a step yet to run that already holds data is refused before any instrument is opened."""
     acquisitions = [s for s in plan.steps if isinstance(s, ACQUISITION_STEPS) and s.index not in started]
+    # an adaptive step may write any expno from its start to start + max_points - 1
+    acquisitions += [s.point_step(n, s.temperatures_k[0], s.seed_mixing_times_s[0]) for s in plan.steps
+                     if isinstance(s, AdaptiveExsy) and s.index not in started for n in range(s.max_points)]
     if not acquisitions or station.spectrometer is None:
         return
     _, data_dir = station.spectrometer.folders(root)

@@ -183,3 +183,30 @@ def test_kill_and_resume_makes_the_same_acquisitions(tmp_path: Path, hook: dict,
         assert len(started) == len(set(started)) + 1
     else:  # the kill came between points: every acquisition ran once
         assert len(started) == len(set(started))
+
+
+def test_bad_target_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    protocol = _protocol(tmp_path, target={"ea_stderr": 0.01})
+    data = yaml.safe_load(protocol.read_text())
+    data["target"] = {"ea_stderr": 0.01, "rate_relative_stderr": 0.05}
+    protocol.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = subprocess.run([*EXE, "plan", str(protocol)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "target" in lines[0] and "exactly one" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_an_expno_the_run_may_use_that_holds_data_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    from acquisition.api import _refuse_collisions
+
+    protocol = _protocol(tmp_path, target={"ea_stderr": 0.01})
+    plan, station = load_plan([protocol], tmp_path / "station.yaml")
+    root = tmp_path / "run"
+    _, data_dir = station.spectrometer.folders(root)  # type: ignore[union-attr]
+    old = data_dir / "Li2S_LiI_LPSC_adaptive" / "150"  # point 50's expno: beyond the seeds, within max_points
+    old.mkdir(parents=True)
+    (old / "ser").write_bytes(b"\1" * 1024)
+    (old / "acqus").write_text("##END=\n")
+    with pytest.raises(InputError, match="refusing to overwrite.*150"):
+        _refuse_collisions(root, plan, station, started=set())
+    _refuse_collisions(root, plan, station, started={0})  # once the step has started, its own data are expected
