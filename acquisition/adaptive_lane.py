@@ -15,16 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from protocols.adaptive_step import AdaptiveExsy
 
-from .runner import StepContext, StepFailed, StopRequested
+from .adaptive_events import DECISION, POINT, PROGRESS, progress_text
+from .runner import PAUSE_POLL_REAL_S, StepContext, StepFailed, StopRequested
 
 if TYPE_CHECKING:
     from .nmr_lane import NmrLane
 
 log = logging.getLogger(__name__)
 
-DECISION = "adaptive_decision"
-POINT = "adaptive_point"
-PROGRESS = "adaptive_progress"
 STOP_TARGET, STOP_BUDGET, STOP_POINTS, STOP_NO_GAIN = ("target met", "budget spent", "max points reached",
                                                        "no candidate improves the target")
 RUNNERS_UP = 3  # candidates after the chosen one written into each decision
@@ -49,8 +47,7 @@ class _Campaign:
     def run(self) -> dict[str, Any]:
         self._reconcile_interrupted()
         while True:
-            if self.ctx.should_stop():
-                raise StopRequested()
+            self._hold_while_paused()
             taken = self.taken | set(self._done_points())
             pending = [d for d in self.decisions if d["action"] == "stop" or d["point"] not in taken]
             if pending:
@@ -59,9 +56,26 @@ class _Campaign:
                 decision = self._decide()
                 self.ctx.note(DECISION, **decision)
                 self.decisions.append(decision)
+                if decision["action"] == "stop":
+                    self.ctx.notifier.notify({"event": "adaptive EXSY stopped", "lane": self.step.lane,
+                                              "reason": decision["stop_reason"], "hours_used": decision["hours_used"],
+                                              "stderr": decision["stderr"]})
             if decision["action"] == "stop":
                 return self._outcome(decision)
             self._take(decision)
+
+    def _hold_while_paused(self) -> None:
+        """Between points the run is at a safe point: `exsylab pause` holds it here (VT at temperature)."""
+        announced = False
+        while (state := self.ctx.control.state()) != "run":
+            if state == "stop":
+                raise StopRequested()
+            if not announced:
+                self.ctx.note("paused", reason="paused by the user between adaptive points")
+                announced = True
+            self.lane.wait_real_s(PAUSE_POLL_REAL_S)  # a pause is not run time
+        if announced:
+            self.ctx.note("resumed", reason="run requested")
 
     def _done_points(self) -> dict[int, dict[str, Any]]:
         """Point -> its complete dataset record (status done), from the journal."""
@@ -219,13 +233,10 @@ class _Campaign:
 
     def _progress(self, n: int, used_s: float, stderr: dict[str, float], eta_h: float | None, stop: str | None) -> None:
         """The live account: current stderrs against the target, hours used, the estimated hours still needed."""
-        self.ctx.note(PROGRESS, points=n, hours_used=used_s / 3600.0, budget_h=self.step.budget_s / 3600.0,
-                      stderr=stderr, target=self.step.target_value, eta_h=eta_h, stop_reason=stop)
-        worst = max((v for v in stderr.values() if v is not None), default=float("inf"))
-        log.info("adaptive EXSY after %d points, %.1f of %.1f h: worst stderr %.3g (target %.3g)%s", n,
-                 used_s / 3600.0, self.step.budget_s / 3600.0, worst, self.step.target_value,
-                 f"; stopping: {stop}" if stop else (f"; about {eta_h:.1f} h more to the target" if eta_h is not None
-                                                     else "; target not reachable within the budget as predicted"))
+        detail = {"points": n, "hours_used": used_s / 3600.0, "budget_h": self.step.budget_s / 3600.0, "stderr": stderr,
+                  "target": self.step.target_value, "eta_h": eta_h, "stop_reason": stop}
+        self.ctx.note(PROGRESS, **detail)
+        log.info("%s", progress_text(detail))
 
     def _outcome(self, decision: dict[str, Any]) -> dict[str, Any]:
         """The step's outcome: why it stopped, what it used, what it reached."""

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adaptive_lane import DECISION
+from .adaptive_events import DECISION, PROGRESS, progress_text, stderr_text
 from .journal import Journal
-
-
-def _stderr_text(stderr: dict[str, Any] | None) -> str:
-    """'Li2S-LPSC 0.0125, ...' (a quantity the analysis could not give: 'n/a')."""
-    if not stderr:
-        return "-"
-    return ", ".join(f"{q} {v:.3g}" if v is not None else f"{q} n/a" for q, v in stderr.items())
 
 
 def adaptive_section(journal: Journal) -> list[str]:
@@ -29,7 +22,7 @@ def adaptive_section(journal: Journal) -> list[str]:
         if out:
             lines += [f"- stopped: **{out['stop_reason']}** after {out['points']} points, {out['hours_used']:.2f} h of "
                       f"the {out['budget_h']:g} h budget (planned time of the points and VT moves taken)",
-                      f"- target: stderr {out['target']:g} ({unit}); reached: {_stderr_text(out['stderr'])}"]
+                      f"- target: stderr {out['target']:g} ({unit}); reached: {stderr_text(out['stderr'])}"]
             lines += [f"- Ea {a['pair']}: {a['ea_ev']:.4f} ± {a['ea_stderr_ev']:.4f} eV" for a in out["arrhenius"]]
         else:
             lines.append(f"- step {step.status}: {len(decisions)} decisions so far (`exsylab resume` continues)")
@@ -38,29 +31,24 @@ def adaptive_section(journal: Journal) -> list[str]:
         for d in decisions:
             if d["action"] == "stop":
                 lines.append(f"| {d['decision']} | stop: {d['stop_reason']} | - | - | - | - | {d['hours_used']:.2f} | "
-                             f"{_stderr_text(d.get('stderr'))} |")
+                             f"{stderr_text(d.get('stderr'))} |")
                 continue
             gain = f"{d['gain_per_h']:.3g}" if "gain_per_h" in d else "-"
             lines.append(f"| {d['decision']} | {d['reason']} | {d['temperature_k']:.2f} | {d['mixing_time_s']:g} | "
-                         f"{d['expno']} | {gain} | {d['hours_used']:.2f} | {_stderr_text(d.get('stderr'))} |")
+                         f"{d['expno']} | {gain} | {d['hours_used']:.2f} | {stderr_text(d.get('stderr'))} |")
         lines.append("")
     return lines
 
 
 def adaptive_status(journal: Journal) -> list[dict[str, Any]]:
-    """Per adaptive step, its live account: points, hours of budget, stderrs against the target, ETA, stop reason."""
-    from .adaptive_lane import PROGRESS
-
+    """Per adaptive step, its live account: the latest progress (points, hours, stderrs vs target, ETA), stop reason."""
     events = journal.events(limit=10_000_000)
     out = []
     for step in (s for s in journal.steps() if s.kind == "adaptive_exsy"):
         mine = [e for e in events if e["index"] == step.index]
         progress: dict[str, Any] = next((e["detail"] for e in reversed(mine) if e["status"] == PROGRESS), {})
-        out.append({"index": step.index, "status": step.status,
+        out.append({"index": step.index, "status": step.status, "progress": progress,
                     "decisions": sum(1 for e in mine if e["status"] == DECISION),
-                    "points": progress.get("points", 0), "hours_used": progress.get("hours_used", 0.0),
-                    "budget_h": progress.get("budget_h"), "stderr": progress.get("stderr", {}),
-                    "target": progress.get("target"), "eta_h": progress.get("eta_h"),
                     "stop_reason": step.outcome.get("stop_reason") if step.status == "done" else None})
     return out
 
@@ -70,9 +58,6 @@ def adaptive_lines(accounts: list[dict[str, Any]]) -> list[str]:
     lines = []
     for a in accounts:
         state = f"stopped: {a['stop_reason']}" if a["stop_reason"] else a["status"]
-        budget = f" of {a['budget_h']:g}" if a["budget_h"] is not None else ""
-        eta = f", about {a['eta_h']:.1f} h more to the target" if a["eta_h"] is not None and not a["stop_reason"] else ""
-        target = f" (target {a['target']:g})" if a["target"] is not None else ""
-        lines.append(f"adaptive EXSY ({state}): {a['decisions']} decisions, {a['points']} points, "
-                     f"{a['hours_used']:.2f}{budget} h; stderr {_stderr_text(a['stderr'])}{target}{eta}")
+        account = progress_text(a["progress"]) if a["progress"] else "adaptive EXSY: seed points"
+        lines.append(f"{account} [{state}, {a['decisions']} decisions]")
     return lines

@@ -194,6 +194,7 @@ def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: di
         view = ProgressView(plan, runtime.clock, journal.steps()) if show_progress else None
         runner = Runner(plan, journal, lanes, runtime.clock, control, notifier,
                         on_step=view.on_step if view else None, on_estimate=view.on_estimate if view else None,
+                        on_note=view.on_note if view else None,
                         log_tag=tag)
         with contextlib.ExitStack() as stack:
             if signals:

@@ -93,6 +93,10 @@ class NmrLane:
         # False until this process has moved the VT itself: after a resume the VT may have lost its set point
         self._temperature_established = False
 
+    def wait_real_s(self, seconds: float) -> None:
+        """Wait real time that is not run time (a pause), on the lane's injected timer."""
+        self._real_timer.wait_real_s(seconds)
+
     @property
     def temperature_established(self) -> bool:
         """This process has set the VT itself (after a resume it has not: the VT may have lost its set point)."""

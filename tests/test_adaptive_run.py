@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,37 @@ def test_an_expno_the_run_may_use_that_holds_data_is_refused_before_anything_mov
     with pytest.raises(InputError, match="refusing to overwrite.*150"):
         _refuse_collisions(root, plan, station, started=set())
     _refuse_collisions(root, plan, station, started={0})  # once the step has started, its own data are expected
+
+
+def test_pause_holds_between_points_and_resume_continues(tmp_path: Path, straight_run: tuple[Path, Path]) -> None:
+    protocol, straight = straight_run
+    run_dir = tmp_path / "paused"
+    env = {**os.environ, "EXSYLAB_TEST_HOOK": json.dumps({"after_event": "adaptive_decision", "count": 11,
+                                                          "action": "pause_cli"})}
+    proc = subprocess.Popen([*HOOKED, "run", str(protocol), "--station", str(protocol.parent / "station.yaml"),
+                             "--run-dir", str(run_dir), "--quiet"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240  # a bound on waiting for the run to reach its pause, not a race
+        while not _paused_between_points(run_dir):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not pause"
+            time.sleep(0.2)
+        assert len(_decisions(run_dir)) == 11  # held: nothing decided or acquired while paused
+        assert subprocess.run([*EXE, "resume", str(run_dir)], cwd=ROOT, capture_output=True).returncode == 0
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert _choices(_decisions(run_dir)) == _choices(_decisions(straight))
+
+
+def _paused_between_points(run_dir: Path) -> bool:
+    if not (run_dir / "journal.sqlite").exists():
+        return False
+    journal = Journal(run_dir / "journal.sqlite")
+    try:
+        return any(e["status"] == "paused" and "adaptive" in e["detail"].get("reason", "")
+                   for e in journal.events(limit=1_000_000))
+    finally:
+        journal.close()
