@@ -117,14 +117,17 @@ def test_budget_spent_run_records_every_decision_and_leaves_an_analysable_series
     assert report.count("| design |") == len(design)
 
 
-def test_reachable_target_stops_once_met(tmp_path: Path) -> None:
-    protocol = _protocol(tmp_path, target={"ea_stderr": 0.5}, extra_h=5.0)
+@pytest.mark.parametrize("target, quantities", [({"ea_stderr": 0.5}, 3), ({"rate_relative_stderr": 0.9}, 9)],
+                         ids=["ea", "rates"])
+def test_reachable_target_stops_once_met(tmp_path: Path, target: dict, quantities: int) -> None:
+    protocol = _protocol(tmp_path, target=target, extra_h=5.0)
     folder, result = start_run([protocol], _station(tmp_path), tmp_path / "run", show_progress=False)
     assert result.ok, result.lanes
     decisions = _decisions(folder.root)
     assert decisions[-1]["stop_reason"] == "target met"
-    assert len(decisions) == 10  # nine seeds and the stop: 0.5 eV is met by the first fit
-    assert all(v <= 0.5 for v in decisions[-1]["stderr"].values())
+    assert len(decisions) == 10  # nine seeds and the stop: the first fit meets so loose a target
+    stderr = decisions[-1]["stderr"]  # every pair's Ea, or every pair's rate at each of three temperatures
+    assert len(stderr) == quantities and all(v <= next(iter(target.values())) for v in stderr.values())
 
 
 def test_budget_below_the_seed_points_is_refused(tmp_path: Path) -> None:
