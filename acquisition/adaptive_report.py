@@ -57,7 +57,6 @@ def adaptive_lines(accounts: list[dict[str, Any]]) -> list[str]:
     """One line per adaptive step for the terminal (`exsylab run`, `exsylab status`)."""
     lines = []
     for a in accounts:
-        state = f"stopped: {a['stop_reason']}" if a["stop_reason"] else a["status"]
         account = progress_text(a["progress"]) if a["progress"] else "adaptive EXSY: seed points"
-        lines.append(f"{account} [{state}, {a['decisions']} decisions]")
+        lines.append(f"{account} (step {a['status']}, {a['decisions']} decisions)")
     return lines
