@@ -68,7 +68,7 @@ def add_analyze_parser(subparsers) -> None:
     spectra.add_argument("--ppm-range", default=None, help="HIGH,LOW shift range of the plot in ppm")
     spectra.add_argument("--json", action="store_true", help="print one JSON object")
     spectra.add_argument("--plot", default=None, help="write the overlay to this file (png, pdf)")
-    cycling = actions.add_parser("cycling", help="a Battery Data Format CSV")
+    cycling = actions.add_parser("cycling", help="a cycler file: BDF CSV, BioLogic .mpr, Neware .nda/.ndax")
     cycling.add_argument("file")
     cycling.add_argument("--active-mass-g", type=float, default=None)
     cycling.add_argument("--json", action="store_true")
@@ -180,7 +180,7 @@ def _print_cycling(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['file']} ({summary['active_mass_g']} g active)")
+    table = Table(title=f"{summary['file']} ({summary['format']}, {summary['active_mass_g']} g active)")
     for col in ("cycle", "charge / mAh g^-1", "discharge / mAh g^-1", "CE / %"):
         table.add_column(col, justify="right")
     for c in summary["cycles"]:

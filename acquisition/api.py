@@ -22,7 +22,7 @@ from protocols.station import StationSpec
 
 from . import control as control_mod
 from . import run_log
-from .bdf import TEST_TIME, UNIX_TIME, read_bdf
+from .bdf import TEST_TIME, UNIX_TIME, cell_bdf_path, find_cell_bdf, read_bdf
 from .control import Control, RunLock, runner_alive
 from .calibration_run import run_fit_calibration
 from .cycler_lane import CyclerLane, limits_of
@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None,
               run_dir: str | Path | None = None, *, show_progress: bool = True,
-              seed: int = 0, signals: bool = False) -> tuple[RunFolder, RunResult]:
+              seed: int = 0, signals: bool = False, station_held: bool = False) -> tuple[RunFolder, RunResult]:
     """Validate, compile, preflight the instruments, make the run folder, and run to the end (or failure, or stop).
 
     `signals` (the CLI's choice): Ctrl-C pauses, twice stops, SIGTERM stops, for the run's duration only.
+    `station_held`: the caller (exsylab serve) holds every real instrument's lock already.
     Nothing is created before every real instrument the plan uses has been locked, opened and
     checked: a refusal is an InputError naming the station file, the instrument and the reason.
     """
@@ -59,8 +60,8 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     check_new_run_dir(root)
     roles = roles_of(station, plan.lanes)
     clock = make_clock(station, roles, virtual_start_s=time.time())
-    cells = _cell_metadata(plan, [load_protocol(p) for p in protocol_paths])
-    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=plan.templates())
+    cells = _cell_metadata(plan, [load_protocol(p) for p in protocol_paths], station)
+    ctx = OpenContext(workdir=root, seed=seed, cells=cells, templates=plan.templates(), station_held=station_held)
     _refuse_collisions(root, plan, station, started=set())
     source = station_path or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, root, real=True)
@@ -82,9 +83,9 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     return folder, _execute(folder, plan, runtime, cells, show_progress=show_progress, signals=signals)
 
 
-def resume_run(run_dir: str | Path, *, show_progress: bool = True,
-               signals: bool = False) -> tuple[RunFolder, RunResult | None]:
-    """Resume: un-pause a live runner, or restart a dead one at the first unfinished step."""
+def resume_run(run_dir: str | Path, *, show_progress: bool = True, signals: bool = False,
+               station_held: bool = False) -> tuple[RunFolder, RunResult | None]:
+    """Resume: un-pause a live runner, or restart a dead one at the first unfinished step (station_held: as start_run)."""
     folder = open_run_folder(Path(run_dir))
     if runner_alive(folder):
         control_mod.request(folder, "run")
@@ -108,7 +109,7 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True,
     roles = roles_of(station, plan.lanes)
     # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
     clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
-    cells = _cell_metadata(plan, [load_protocol(p) for p in protocols])
+    cells = _cell_metadata(plan, [load_protocol(p) for p in protocols], station)
     # the run's seed again: simulated data are fixed by it and the point (a resumed run writes what an uninterrupted one would)
     ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)), cells=cells, templates=plan.templates())
     source = station_copy or "built-in simulated station"
@@ -229,11 +230,11 @@ def _cycler_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: 
                  cells: dict[str, dict[str, Any]]) -> CyclerLane:
     first = steps[0]
     assert isinstance(first, CyclerStep)
-    bdf = folder.cycler / f"{first.cell}.csv"
+    bdf = cell_bdf_path(folder.cycler, first.cell, runtime.station.institution, runtime.clock.now())
     channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
     meta = {**cells.get(first.channel, {}), "instrument": runtime.summaries.get(cycler_role(first.channel), ""),
             "resource": runtime.station.cyclers[first.channel].resource}
-    return CyclerLane(channel, bdf, meta)
+    return CyclerLane(channel, bdf, meta, [s for s in steps if isinstance(s, CyclerStep)])
 
 
 LANE_BUILDERS: dict[str, Callable[..., Any]] = {"nmr": _nmr_lane, "cycler": _cycler_lane}
@@ -262,7 +263,18 @@ def _refuse_collisions(root: Path, plan: Plan, station: StationSpec, started: se
         raise InputError(root, "expno", MISSING, f"refusing to overwrite: {problems[0]}{more}")
 
 
-def _cell_metadata(plan: Plan, protocols: list[Any]) -> dict[str, dict[str, Any]]:
+def _ambient_temperature_degc(station: StationSpec, channel: str) -> float | None:
+    """Around the cell: the cycler entry's `ambient_temperature`, else the VT unit's `ambient` when the station
+    file states it; None (no BDF column) when neither does."""
+    cycler = station.cyclers.get(channel)
+    if cycler is not None and cycler.ambient_temperature_k is not None:
+        return round(cycler.ambient_temperature_k - 273.15, 6)
+    if station.vt is not None and "ambient_k" in station.vt.model_fields_set:
+        return round(station.vt.ambient_k - 273.15, 6)
+    return None
+
+
+def _cell_metadata(plan: Plan, protocols: list[Any], station: StationSpec) -> dict[str, dict[str, Any]]:
     """Per channel: the cell as its protocol describes it (for the BDF metadata and the simulated cell)."""
     out = {}
     cells = {s.channel: s for s in plan.steps if isinstance(s, CyclerStep)}
@@ -273,7 +285,9 @@ def _cell_metadata(plan: Plan, protocols: list[Any]) -> dict[str, dict[str, Any]
                         "active_mass_g": cell.active_mass_g if cell else None,
                         "area_cm2": cell.area_cm2 if cell else None,
                         "active_material": cell.active_material if cell else None,
-                        "theoretical_capacity_mah_g": cell.theoretical_capacity_mah_g if cell else None}
+                        "theoretical_capacity_mah_g": cell.theoretical_capacity_mah_g if cell else None,
+                        "applied_pressure_pa": cell.pressure_pa if cell else None,
+                        "ambient_temperature_degc": _ambient_temperature_degc(station, channel)}
     return out
 
 
@@ -288,9 +302,9 @@ def _write_outputs(folder: RunFolder, journal: Journal, metadata: dict[str, dict
     ])
     cycling = {}
     for meta in metadata.values():
-        bdf = folder.cycler / f"{meta['cell']}.csv"
+        bdf = find_cell_bdf(folder.cycler, meta["cell"])
         mass_g = meta["active_mass_g"]
-        if bdf.exists() and mass_g:
+        if bdf is not None and mass_g:
             try:
                 summary, _ = summarize_cycling(bdf, mass_g, equilibrium_v=LI2S_EQUILIBRIUM_V)
             except AnalysisInputError as exc:  # e.g. a channel stopped before its second sample

@@ -1,9 +1,11 @@
 """Battery Data Format (BDF) CSV files for cycler data: writing crash-safe, reading, per-cycle summary.
 
-One file per cell with the BDF preferred labels as header and a metadata JSON beside it.
+One file per cell, `Institution__Cell__YYYYMMDD_NNN.bdf.csv`, with the BDF preferred labels as
+header and a metadata JSON beside it (`....bdf.json`, the sidecar BDF's JSON parser looks for).
 Capacity columns are cumulative since the start of the test (never reset), as BDF validators
 expect; the cycle count rises when a charge follows a discharge (a Li2S cathode starts
-discharged, so every cycle begins with a charge).
+discharged, so every cycle begins with a charge). Ambient temperature and applied pressure are
+constant columns, written when the station and the cell description give them.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import numpy as np
 
 from drivers.cycler import CyclerSample
 
-from common.bdf_columns import (CHARGE_AH, CURRENT, CYCLE, DISCHARGE_AH, STEP_COUNT, STEP_INDEX, TEST_TIME,
-                                UNIX_TIME, VOLTAGE)
+from common.bdf_columns import (AMBIENT_TEMPERATURE, APPLIED_PRESSURE, BDF_SUFFIX, CHARGE_AH, CURRENT, CYCLE,
+                                DISCHARGE_AH, INT_COLUMNS, STEP_COUNT, STEP_INDEX, TEST_TIME, UNIX_TIME, VOLTAGE,
+                                bdf_file_name, canonical_label)
 from common.bdf_columns import COLUMNS as BDF_COLUMNS
-_INT_COLUMNS = {CYCLE, STEP_COUNT, STEP_INDEX}
+
+CONSTANT_KEYS = {AMBIENT_TEMPERATURE: "ambient_temperature_degc", APPLIED_PRESSURE: "applied_pressure_pa"}
+"""Constant column -> the metadata key that carries its value."""
 
 
 class BdfError(Exception):
@@ -55,24 +60,53 @@ def _complete_lines(path: Path) -> int:
         return keep
 
 
-class BdfWriter:
-    """Appends rows to one cell's BDF CSV; flushes every row and fsyncs per batch so a crash loses nothing written."""
+def find_cell_bdf(cycler_dir: Path, cell: str) -> Path | None:
+    """The cell's BDF file already in a run's cycler folder (an older run's `CELL.csv` too), if any."""
+    cycler_dir = Path(cycler_dir)
+    legacy = cycler_dir / f"{cell}.csv"
+    if legacy.exists():
+        return legacy
+    return next(iter(sorted(cycler_dir.glob(f"*__{cell}__*{BDF_SUFFIX}"))), None)
 
-    def __init__(self, path: Path, metadata: dict, *, append: bool = False,
+
+def cell_bdf_path(cycler_dir: Path, cell: str, institution: str, start_unix_s: float) -> Path:
+    """The cell's BDF file: the one already there (a resumed run), else a new BDF-named one dated by the test start (UTC)."""
+    date = time.strftime("%Y%m%d", time.gmtime(start_unix_s))
+    return find_cell_bdf(cycler_dir, cell) or Path(cycler_dir) / bdf_file_name(institution, cell, date)
+
+
+def file_header(path: Path) -> list[str]:
+    """The canonical labels of a BDF CSV's header line."""
+    with open(path, encoding="ascii", newline="") as f:
+        first = f.readline()
+    return [canonical_label(h) for h in next(csv.reader([first]))] if first.strip() else []
+
+
+class BdfWriter:
+    """Appends rows to one cell's BDF CSV; flushes every row and fsyncs per batch so a crash loses nothing written.
+
+    A new file has `columns` (exsylab's cycler columns by default) and then each constant column
+    whose value the metadata gives; an appended file keeps the header it has (older labels too).
+    """
+
+    def __init__(self, path: Path, metadata: dict, *, append: bool = False, columns: list[str] | None = None,
                  fsync_rows: int = 1000, fsync_interval_s: float = 1.0) -> None:
         self.path = Path(path)
         self.fsync_rows = fsync_rows
         self.fsync_interval_s = fsync_interval_s
         self.last_row: dict[str, float] | None = None
         self.last_cycle_has_discharge = False
+        constants = {label: float(metadata[key]) for label, key in CONSTANT_KEYS.items()
+                     if metadata.get(key) is not None}
         meta_file = metadata_path(self.path)
         if append and self.path.exists():
             _complete_lines(self.path)
-            columns = read_bdf(self.path)
-            if len(columns[TEST_TIME]):
-                self.last_row = {name: float(values[-1]) for name, values in columns.items()}
-                in_last_cycle = columns[CYCLE] == columns[CYCLE][-1]
-                self.last_cycle_has_discharge = bool(np.any(columns[CURRENT][in_last_cycle] < 0))
+            self.columns = file_header(self.path)
+            existing = read_bdf(self.path)
+            if len(existing[TEST_TIME]):
+                self.last_row = {name: float(values[-1]) for name, values in existing.items()}
+                in_last_cycle = existing[CYCLE] == existing[CYCLE][-1]
+                self.last_cycle_has_discharge = bool(np.any(existing[CURRENT][in_last_cycle] < 0))
             old_meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
             old_meta.update(metadata)
             old_meta["resumed_count"] = int(old_meta.get("resumed_count", 0)) + 1
@@ -81,12 +115,14 @@ class BdfWriter:
         else:
             if self.path.exists():
                 raise BdfError(f"BDF file {self.path} exists; refusing to overwrite (use append=True to resume)")
+            self.columns = [*(columns or BDF_COLUMNS), *(c for c in constants if c not in (columns or ()))]
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(meta_file, {**metadata, "format": "Battery Data Format CSV",
-                                           "columns": BDF_COLUMNS, "capacity_columns": "cumulative since test start"})
+                                           "columns": self.columns, "capacity_columns": "cumulative since test start"})
             self._file = open(self.path, "x", encoding="ascii", newline="")
-            self._file.write(",".join(BDF_COLUMNS) + "\n")
+            self._file.write(",".join(self.columns) + "\n")
             self._sync()
+        self.constants = {c: constants.get(c, (self.last_row or {}).get(c)) for c in CONSTANT_KEYS if c in self.columns}
         self._unsynced = 0
         self._last_sync = time.monotonic()
 
@@ -96,19 +132,28 @@ class BdfWriter:
         self._unsynced = 0
         self._last_sync = time.monotonic()
 
-    def write(self, sample: CyclerSample, cycle: int, step_count: int, step_index: int,
-              charge_capacity_ah: float, discharge_capacity_ah: float) -> None:
-        """Append one row (flushed at once, fsynced per batch of rows or seconds)."""
-        t, v, i, u = sample.test_time_s, sample.voltage_v, sample.current_a, sample.unix_time_s
-        charge, discharge = float(charge_capacity_ah), float(discharge_capacity_ah)
-        if not math.isfinite(t + v + i + u + charge + discharge):  # any nan/inf makes the sum non-finite
-            raise BdfError(f"{self.path}: refusing a non-finite value in row {(t, v, i, charge, discharge, u)}")
-        self._file.write(f"{t!r},{v!r},{i!r},{int(cycle)},{int(step_count)},{int(step_index)},"
-                         f"{charge!r},{discharge!r},{u!r}\n")
+    def write_row(self, values: dict[str, float]) -> None:
+        """Append one row given by label (constant columns filled in; flushed at once, fsynced per batch)."""
+        row = {**self.constants, **values}
+        present = [row.get(c) for c in self.columns]
+        if None in present:
+            raise BdfError(f"{self.path}: row without {[c for c, v in zip(self.columns, present) if v is None]}")
+        numbers = [float(v) for v in present if v is not None]
+        if not math.isfinite(sum(numbers)):  # any nan/inf makes the sum non-finite
+            raise BdfError(f"{self.path}: refusing a non-finite value in row {dict(zip(self.columns, numbers))}")
+        self._file.write(",".join(str(int(v)) if c in INT_COLUMNS else repr(v)
+                                  for c, v in zip(self.columns, numbers)) + "\n")
         self._file.flush()
         self._unsynced += 1
         if self._unsynced >= self.fsync_rows or time.monotonic() - self._last_sync >= self.fsync_interval_s:
             self._sync()
+
+    def write(self, sample: CyclerSample, cycle: int, step_count: int, step_index: int,
+              charge_capacity_ah: float, discharge_capacity_ah: float) -> None:
+        """Append one cycler sample with its counters and cumulative capacities."""
+        self.write_row({TEST_TIME: sample.test_time_s, VOLTAGE: sample.voltage_v, CURRENT: sample.current_a,
+                        CYCLE: cycle, STEP_COUNT: step_count, STEP_INDEX: step_index, CHARGE_AH: charge_capacity_ah,
+                        DISCHARGE_AH: discharge_capacity_ah, UNIX_TIME: sample.unix_time_s})
 
     def close(self) -> None:
         """Flush, fsync and close."""
@@ -160,14 +205,14 @@ class BdfRecorder:
 
 
 def read_bdf(path: Path) -> dict[str, np.ndarray]:
-    """All columns of a BDF CSV by their BDF names (a torn last line from a crash is ignored)."""
+    """All columns of a BDF CSV by their BDF labels, older exsylab labels mapped (a torn last line is ignored)."""
     path = Path(path)
     with open(path, encoding="ascii", newline="") as f:
         text = f.read()
     lines = text.split("\n")
     if not lines or not lines[0]:
         raise BdfError(f"{path}: empty file, no BDF header")
-    header = next(csv.reader([lines[0]]))
+    header = [canonical_label(h) for h in next(csv.reader([lines[0]]))]
     missing = [c for c in (TEST_TIME, VOLTAGE, CURRENT) if c not in header]
     if missing:
         raise BdfError(f"{path}: not a BDF file, missing required columns {missing}")
@@ -177,4 +222,4 @@ def read_bdf(path: Path) -> dict[str, np.ndarray]:
         if len(row) != len(header):
             raise BdfError(f"{path}: line {n} has {len(row)} fields, header has {len(header)}")
     data = np.array(rows, dtype=float).reshape(len(rows), len(header))
-    return {name: (data[:, k].astype(int) if name in _INT_COLUMNS else data[:, k]) for k, name in enumerate(header)}
+    return {name: (data[:, k].astype(int) if name in INT_COLUMNS else data[:, k]) for k, name in enumerate(header)}

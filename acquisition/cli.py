@@ -244,11 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_analyze_parser(sub)
 
+    from .convert_cmd import add_convert_parser
+    from .protocol_cmd import add_protocol_parser
+
+    add_convert_parser(sub)
+    add_protocol_parser(sub)
+
     from .selftest import add_selftest_parser
+    from .serve_cmd import add_serve_parsers
     from .sim_cmd import add_sim_parser
 
     add_sim_parser(sub)
     add_selftest_parser(sub)
+    add_serve_parsers(sub)
 
     p = sub.add_parser("demo", help="the paper's VT-EXSY series and fixed-capacity cycling on the simulated station")
     p.add_argument("--out", default="demo-out", help="folder for the demo's run (default: demo-out)")

@@ -99,6 +99,8 @@ class ProgressView:
                     lane.done += 1
                     lane.estimated_done_s += self._estimates[step.index]
                     lane.actual_done_s += now - started
+                elif status == "skipped":  # a loop ended early: its remaining steps are not run
+                    lane.done += 1
                 else:
                     lane.failed += 1
                 lane.current = ""

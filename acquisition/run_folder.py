@@ -23,6 +23,7 @@ LOCK_FILE = "runner.lock"
 DATASETS_FILE = "datasets.json"
 SUMMARY_FILE = "summary.json"
 SECRET_KEY = "webhook_token"
+SERVER_SECRET = ("server", "token")  # exsylab serve's control token: never copied into a run folder
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,20 @@ def create_run_folder(root: Path, protocol_paths: list[Path], station_path: Path
 
 
 def copy_station_redacted(source: Path, target: Path) -> None:
-    """Copy a station file, leaving out the webhook token (a secret); resume reads it from the original."""
+    """Copy a station file, leaving out the webhook and server tokens (secrets); resume reads the webhook's from the original."""
     text = source.read_text(encoding="utf-8")
     data = yaml.safe_load(text)
-    notifications = data.get("notifications") if isinstance(data, dict) else None
-    if not isinstance(notifications, dict) or notifications.get(SECRET_KEY) is None:
+    removed = []
+    for section, key in (("notifications", SECRET_KEY), SERVER_SECRET):
+        part = data.get(section) if isinstance(data, dict) else None
+        if isinstance(part, dict) and part.get(key) is not None:
+            part.pop(key)
+            removed.append(f"{section}.{key}")
+    if not removed:
         shutil.copyfile(source, target)
         return
-    notifications.pop(SECRET_KEY)
-    header = (f"# Copy of {source.resolve()} with notifications.{SECRET_KEY} left out (a secret);\n"
-              "# `exsylab resume` reads the token from the original file.\n")
+    header = (f"# Copy of {source.resolve()} with {' and '.join(removed)} left out (secrets);\n"
+              "# `exsylab resume` reads the webhook token from the original file.\n")
     write_atomic(target, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 

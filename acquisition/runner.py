@@ -68,10 +68,15 @@ class StepContext:
     control: Control
     notifier: Notifier
     step_index: int = -1
+    skip: tuple[int, int, str] | None = None
     on_note: Callable[[int, str, dict[str, Any]], None] | None = None  # the live view's, if any
 
     def should_stop(self) -> bool:
         return self.control.state() == "stop"
+
+    def skip_steps(self, first_index: int, last_index: int, reason: str) -> None:
+        """After this step, the lane skips its steps first_index..last_index (a loop whose end condition held)."""
+        self.skip = (first_index, last_index, reason)
 
     def note(self, status: str, **detail: Any) -> None:
         """A journal event for the current step (an excursion, a retry, a partial dataset), shown live too."""
@@ -198,12 +203,19 @@ class Runner:
             self.journal.transitions([*finished, *changes], at=self.clock.now())
             finished.clear()
 
+        skipping: tuple[int, int, str] | None = None  # a loop's end condition held: its remaining steps are skipped
         for step in steps:
             record = records.get(step.index)
-            ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index, self._on_note)
-            if record is not None and record.status == "done":
+            ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index, on_note=self._on_note)
+            if record is not None and (record.status == "done" or record.status == "skipped"
+                                       and "loop_exit" in record.outcome):
                 done += 1
-                continue  # failed and skipped steps run again on resume: the user fixed the cause
+                continue  # failed steps, and steps skipped after a failure, run again on resume
+            if skipping is not None and skipping[0] <= step.index <= skipping[1]:
+                finished.append((step.index, "skipped", {"loop_exit": skipping[2]}))
+                self._on_step(step, "skipped")
+                done += 1
+                continue
             if record is not None and record.status == "running":
                 commit()
                 verdict = executor.reconcile(step, self._last_progress(step.index), ctx)
@@ -240,6 +252,8 @@ class Runner:
                 commit()
                 raise
             finished.append((step.index, "done", outcome))
+            if ctx.skip is not None:
+                skipping = ctx.skip
             self._revise_estimates(steps, step, outcome)
             self._on_step(step, "done")
             done += 1

@@ -160,6 +160,7 @@ class OpenContext:
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel -> active_mass_g, area_cm2
     templates: tuple[tuple[str, int, str], ...] = ()  # TopSpin datasets the plan copies parameters from, with their experiment
     io_timeout_s: float | None = None  # selftest's shorter reply timeout
+    station_held: bool = False  # this process already holds every real instrument (exsylab serve): no locks of its own
 
 
 def lock_key(role: Role) -> str:
@@ -258,10 +259,21 @@ def open_station(station: StationSpec, clock: Clock, roles: list[Role], ctx: Ope
     runtime = runtime or StationRuntime(station=station, clock=clock)
     try:
         chosen = [r for r in roles if phase(r)]
-        lock_real(runtime, chosen, holder)
+        if not ctx.station_held:
+            lock_real(runtime, chosen, holder)
         for role in chosen:
             open_role(runtime, role, ctx)
     except BaseException:
         runtime.close(make_safe=False)
         raise
     return runtime
+
+
+def hold_station(station: StationSpec, holder: str) -> Any:
+    """Lock every real instrument of the station, for `exsylab serve` to hold between its runs (None: all simulated).
+
+    PreflightRefused names the instrument and its holder when another run or command has one.
+    """
+    runtime = StationRuntime(station=station, clock=RealClock())
+    lock_real(runtime, roles_of(station, [*LANE_ROLES["nmr"], *(cycler_role(c) for c in station.cyclers)]), holder)
+    return runtime.locks

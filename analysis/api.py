@@ -80,7 +80,7 @@ def _t1_table_from_fits(fits: Sequence[T1Fit], shifts: list[float], names: list[
 
 
 def analyze_cycling(bdf_csv: Path | str, active_mass_g: float | None = None, *, plot: Path | str | None = None) -> dict:
-    """Per-cycle capacities, coulombic efficiency, averages and activation plateau of one BDF CSV."""
+    """Per-cycle capacities, coulombic efficiency, averages and activation plateau of one cycler file (any format)."""
     summary, profiles = summarize_cycling(bdf_csv, active_mass_g)
     if plot is not None:
         from analysis.plots import save_cycling_figure

@@ -1,6 +1,6 @@
-"""Cycling summary of one Battery Data Format (BDF) CSV: capacities, coulombic efficiency, plateau.
+"""Cycling summary of one cycler file (BDF CSV or a vendor file, see analysis.readers): capacities, CE, plateau.
 
-Columns are read by name (extra columns are ignored). Capacities come from the file's own
+Columns are read by BDF label (extra columns are ignored). Capacities come from the file's own
 capacity columns (the cycler's coulomb counting; counter resets are tolerated) or, when a file
 has none, from integrating `Current / A` over `Test Time / s` (positive current = charge).
 Each cycle starts with a charge; CE = discharge / charge.
@@ -9,61 +9,18 @@ Each cycle starts with a charge; CE = discharge / charge.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+from analysis.readers import read_cycling_file
 from common.bdf_columns import CHARGE_AH, CURRENT, CYCLE, DISCHARGE_AH, TEST_TIME, VOLTAGE
 
-REQUIRED = (TEST_TIME, VOLTAGE, CURRENT, CYCLE)
 CHARGE_COLUMN, DISCHARGE_COLUMN = CHARGE_AH, DISCHARGE_AH
 LI2S_EQUILIBRIUM_V = 1.59
 """Li2S <-> S equilibrium vs In-Li: the paper's 1.69 V activation plateau less its ~100 mV overpotential."""
-
-
-def load_bdf(path: Path | str) -> dict[str, np.ndarray]:
-    """Columns of a BDF CSV as float arrays, keyed by the BDF column name."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnalysisInputError(f"{path}: file not found")
-    try:
-        with path.open(newline="") as handle:
-            reader = csv.reader(handle)
-            header = [h.strip() for h in next(reader)]
-            rows = [r for r in reader if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, StopIteration, csv.Error) as exc:
-        raise AnalysisInputError(f"{path}: unreadable CSV ({exc})") from exc
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise AnalysisInputError(f"{path}: missing column(s) {', '.join(missing)}")
-    columns: dict[str, np.ndarray] = {}
-    for name in header:
-        index = header.index(name)
-        try:
-            columns[name] = np.array([float(r[index]) for r in rows])
-        except (ValueError, IndexError) as exc:
-            if name in REQUIRED:
-                raise AnalysisInputError(f"{path}: column '{name}' has a non-numeric value ({exc})") from exc
-    if columns[TEST_TIME].size < 2:
-        raise AnalysisInputError(f"{path}: fewer than two data rows")
-    return columns
-
-
-def load_metadata(path: Path | str) -> dict:
-    """The metadata JSON beside a BDF CSV: '<stem>.json' (as exsylab writes it), '<file>.json' or
-    '<stem>.metadata.json' ({} if none)."""
-    path = Path(path)
-    for candidate in (path.with_name(path.stem + ".json"), path.with_name(path.name + ".json"),
-                      path.with_name(path.stem + ".metadata.json")):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise AnalysisInputError(f"{candidate}: unreadable JSON ({exc})") from exc
-    return {}
 
 
 def _capacity_ah(time_s: np.ndarray, current_a: np.ndarray, sign: float) -> np.ndarray:
@@ -76,15 +33,15 @@ def _capacity_ah(time_s: np.ndarray, current_a: np.ndarray, sign: float) -> np.n
 def _counted_capacities_ah(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     """Cumulative charge and discharge Ah from the file's capacity columns, robust to counter resets.
 
-    The columns are the cycler's coulomb counting (exact across a resumed step, unlike
-    integrating current over a time gap); a counter that resets (a drop) adds nothing.
+    The columns are the cycler's coulomb counting since the test start (exact across a resumed
+    step, unlike integrating current over a time gap); a counter that resets (a drop) adds nothing.
     """
     if CHARGE_COLUMN not in cols or DISCHARGE_COLUMN not in cols:
         return None
     out = []
     for name in (CHARGE_COLUMN, DISCHARGE_COLUMN):
-        steps = np.clip(np.diff(cols[name]), 0.0, None)
-        out.append(np.concatenate([[0.0], np.cumsum(steps)]))
+        steps = np.clip(np.diff(cols[name], prepend=0.0), 0.0, None)
+        out.append(np.cumsum(steps))
     return out[0], out[1]
 
 
@@ -111,9 +68,14 @@ def plateau_voltage(voltage_v: np.ndarray, capacity_mah_g: np.ndarray, bin_v: fl
 
 def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
                       equilibrium_v: float | None = None) -> tuple[dict, list[dict]]:
-    """(summary JSON, voltage profiles) of one BDF CSV; mass from the argument or the metadata JSON."""
-    cols = load_bdf(path)
-    meta = load_metadata(path)
+    """(summary JSON, voltage profiles) of one cycler file (any format of analysis.readers); mass from the
+    argument or the file's metadata."""
+    data = read_cycling_file(path)
+    cols, meta = data.columns, data.metadata
+    if CYCLE not in cols:
+        raise AnalysisInputError(f"{path}: no '{CYCLE}' column, cannot tell the cycles apart")
+    if cols[TEST_TIME].size < 2:
+        raise AnalysisInputError(f"{path}: fewer than two data rows")
     mass = active_mass_g if active_mass_g is not None else meta.get("active_mass_g")
     if mass is None or not float(mass) > 0:
         raise AnalysisInputError(f"{path}: active mass unknown (give --active-mass-g or active_mass_g in the metadata JSON)")
@@ -124,9 +86,11 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
     for number in np.unique(cyc):
         sel = cyc == number
         ts, vs, cs = t[sel], v[sel], i[sel]
-        if counted is not None:  # the cycler's own coulomb counts, from this cycle's first row
-            charge = (counted[0][sel] - counted[0][sel][0]) * 1000 / mass
-            discharge = (counted[1][sel] - counted[1][sel][0]) * 1000 / mass
+        if counted is not None:  # the cycler's own coulomb counts, since the end of the previous cycle
+            start = int(np.argmax(sel))
+            base = [c[start - 1] if start > 0 else 0.0 for c in counted]
+            charge = (counted[0][sel] - base[0]) * 1000 / mass
+            discharge = (counted[1][sel] - base[1]) * 1000 / mass
         else:
             charge = _capacity_ah(ts, cs, +1.0) * 1000 / mass
             discharge = _capacity_ah(ts, cs, -1.0) * 1000 / mass
@@ -161,7 +125,8 @@ def summarize_cycling(path: Path | str, active_mass_g: float | None = None,
         activation["overpotential_v"] = (0.5 * (both["charge_plateau_v"] - both["discharge_plateau_v"])
                                          if both else None)
         activation["overpotential_reference"] = "half the charge-discharge plateau gap"
-    summary = {"file": str(path), "active_mass_g": mass, "area_cm2": meta.get("area_cm2"), "cycles": cycles,
+    summary = {"file": str(path), "format": meta.get("source_format"), "reader": meta.get("reader"),
+               "active_mass_g": mass, "area_cm2": meta.get("area_cm2"), "cycles": cycles,
                "n_cycles": len(cycles),
                "average": {"charge_mah_per_g": float(np.mean([c["charge_mah_per_g"] for c in cycles])),
                            "discharge_mah_per_g": float(np.mean([c["discharge_mah_per_g"] for c in cycles])),

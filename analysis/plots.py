@@ -97,6 +97,22 @@ def save_exsy_figure(path: Path | str, spectrum, shifts_ppm, names, half_widths_
     return Path(path)
 
 
+def plot_capacity_ce(ax_c, cycles: list[dict]) -> None:
+    """Charge and discharge capacity per cycle, with the coulombic efficiency on a second axis."""
+    numbers = [c["cycle"] for c in cycles]
+    ax_c.plot(numbers, [c["charge_mah_per_g"] for c in cycles], "o-", ms=3, label="charge")
+    ax_c.plot(numbers, [c["discharge_mah_per_g"] for c in cycles], "s-", ms=3, label="discharge")
+    ax_c.set_xlabel("cycle number")
+    ax_c.set_ylabel("capacity / mAh g^-1")
+    ax_c.set_title("Capacity and coulombic efficiency")
+    ax_e = ax_c.twinx()
+    ce = [c["coulombic_efficiency_pct"] if c["coulombic_efficiency_pct"] is not None else np.nan for c in cycles]
+    ax_e.plot(numbers, ce, "^", ms=3, color="tab:green", label="CE")
+    ax_e.set_ylabel("coulombic efficiency / %")
+    handles = ax_c.get_legend_handles_labels()[0] + ax_e.get_legend_handles_labels()[0]
+    ax_c.legend(handles, [h.get_label() for h in handles], fontsize=7)
+
+
 def save_cycling_figure(path: Path | str, summary: dict, profiles: list[dict]) -> Path:
     """Voltage profiles (first cycles) and capacity / coulombic efficiency against cycle number."""
     fig, (ax_v, ax_c) = plt.subplots(1, 2, figsize=(10, 4))
@@ -108,18 +124,7 @@ def save_cycling_figure(path: Path | str, summary: dict, profiles: list[dict]) -
     ax_v.set_title("Voltage profiles")
     if profiles:
         ax_v.legend(fontsize=6)
-    cycles = [c["cycle"] for c in summary["cycles"]]
-    ax_c.plot(cycles, [c["charge_mah_per_g"] for c in summary["cycles"]], "o-", ms=3, label="charge")
-    ax_c.plot(cycles, [c["discharge_mah_per_g"] for c in summary["cycles"]], "s-", ms=3, label="discharge")
-    ax_c.set_xlabel("cycle number")
-    ax_c.set_ylabel("capacity / mAh g^-1")
-    ax_c.set_title("Capacity and coulombic efficiency")
-    ax_e = ax_c.twinx()
-    ce = [c["coulombic_efficiency_pct"] if c["coulombic_efficiency_pct"] is not None else np.nan for c in summary["cycles"]]
-    ax_e.plot(cycles, ce, "^", ms=3, color="tab:green", label="CE")
-    ax_e.set_ylabel("coulombic efficiency / %")
-    handles = ax_c.get_legend_handles_labels()[0] + ax_e.get_legend_handles_labels()[0]
-    ax_c.legend(handles, [h.get_label() for h in handles], fontsize=7)
+    plot_capacity_ce(ax_c, summary["cycles"])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

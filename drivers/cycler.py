@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -84,9 +85,17 @@ class CyclerStepSpec:
     voltage_limit_v: float | None = None
     """The voltage the instrument holds as its own limit on this step (upper on charge and rest, lower on
     discharge); None: the channel's voltage_max_v / voltage_min_v."""
+    control: Literal["current", "voltage"] = "current"
+    """voltage: hold `hold_voltage_v` with `current_a` as the current limit (a CV hold, charge or discharge)."""
+    hold_voltage_v: float | None = None
+    end_current_a: float | None = None
+    """A voltage hold ends once |I| has fallen below this."""
+    end_dvdt_v_per_s: float | None = None
+    """A rest ends once |dV/dt|, fitted over the last `dvdt_window_s`, is below this."""
+    dvdt_window_s: float = 600.0
 
 
-EndReason = Literal["capacity", "voltage", "time", "safety", "stopped"]
+EndReason = Literal["capacity", "voltage", "time", "current", "slope", "safety", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -187,9 +196,22 @@ class CyclerChannel:
         if spec.mode != "rest" and spec.current_a == 0:
             raise ValueError(f"{where}: needs a current > 0")
         if spec.mode == "rest" and (spec.end_capacity_ah is not None or spec.end_voltage_v is not None):
-            raise ValueError(f"{where}: a rest ends on time only")
-        if spec.end_capacity_ah is None and spec.end_voltage_v is None and spec.end_time_s is None:
-            raise ValueError(f"{where}: no end condition (capacity, voltage or time)")
+            raise ValueError(f"{where}: a rest ends on time (or its voltage slope) only")
+        if spec.end_dvdt_v_per_s is not None and (spec.mode != "rest" or spec.end_time_s is None
+                                                  or not spec.dvdt_window_s > 0):
+            raise ValueError(f"{where}: a dV/dt end belongs to a rest with a time limit and a window > 0")
+        if spec.control == "voltage":
+            if spec.mode == "rest" or spec.hold_voltage_v is None or spec.end_voltage_v is not None:
+                raise ValueError(f"{where}: a voltage hold charges or discharges at hold_voltage_v, with no voltage end")
+            if not self.limits.voltage_min_v <= spec.hold_voltage_v <= self.limits.voltage_max_v:
+                raise ValueError(f"{where}: hold voltage {spec.hold_voltage_v} V outside the limits")
+            if spec.end_current_a is None and spec.end_time_s is None:
+                raise ValueError(f"{where}: a voltage hold needs an end current or a time")
+        elif spec.end_current_a is not None:
+            raise ValueError(f"{where}: an end current belongs to a voltage hold")
+        if (spec.end_capacity_ah is None and spec.end_voltage_v is None and spec.end_time_s is None
+                and spec.end_current_a is None):
+            raise ValueError(f"{where}: no end condition (capacity, voltage, current or time)")
         if not spec.sample_interval_s > 0:
             raise ValueError(f"{where}: sample_interval_s must be > 0")
         if spec.end_voltage_v is not None and not (
@@ -230,7 +252,7 @@ class CyclerChannel:
             temperature_k = self._temperature_k()
             if temperature_k > lim.temperature_max_k:
                 return f"temperature {temperature_k:.2f} K above the limit {lim.temperature_max_k} K"
-        if self._near_held_limit(spec, v, window_v) and self.smu.limit_reached():
+        if spec.control == "current" and self._near_held_limit(spec, v, window_v) and self.smu.limit_reached():
             held_v = window_v[1] if spec.mode == "charge" else window_v[0]
             return f"source-meter holding the cell at its voltage limit: {v:.4f} V (limit {held_v} V)"
         return ""
@@ -249,8 +271,13 @@ class CyclerChannel:
     ) -> StepResult:
         sign = {"charge": 1.0, "discharge": -1.0, "rest": 0.0}[spec.mode]
         window_v = self._window_v(spec)
-        self.smu.source_current(sign * spec.current_a, voltage_min_v=window_v[0], voltage_max_v=window_v[1])
+        if spec.control == "voltage":
+            assert spec.hold_voltage_v is not None  # _validate checked it
+            self.smu.source_voltage(spec.hold_voltage_v, current_limit_a=spec.current_a)
+        else:
+            self.smu.source_current(sign * spec.current_a, voltage_min_v=window_v[0], voltage_max_v=window_v[1])
         self.smu.output(True)
+        slope = _SlopeWindow(spec.dvdt_window_s) if spec.end_dvdt_v_per_s is not None else None
         _register_live(self)
         t0 = self.clock.now()
         cap = start_capacity_ah
@@ -269,6 +296,8 @@ class CyclerChannel:
                 if dt > 0 and (abs(dv) >= SLOPE_MIN_DV_V or dt >= 0.99 * spec.sample_interval_s):
                     slope_v_s = dv / dt
             elapsed = sample.unix_time_s - t0
+            if slope is not None:
+                slope.add(sample.unix_time_s, sample.voltage_v)
             if on_sample is not None:
                 on_sample(sample, cap, elapsed)
             reason = self._safety_reason(spec, sample.voltage_v, sample.current_a, cap, window_v)
@@ -278,7 +307,7 @@ class CyclerChannel:
                 result = StepResult(ended_by="safety", duration_s=elapsed, capacity_ah=cap,
                                     final_voltage_v=sample.voltage_v, samples=samples, message=message)
                 raise CyclerSafetyTrip(message, result)
-            ended = self._ended_by(spec, sign, sample.voltage_v, cap, elapsed, should_stop)
+            ended = self._ended_by(spec, sign, sample, cap, elapsed, should_stop, slope)
             if ended:
                 if ended == "stopped":
                     self.off()
@@ -290,12 +319,19 @@ class CyclerChannel:
             prev = sample
             self.clock.sleep(wait)
 
-    def _ended_by(self, spec: CyclerStepSpec, sign: float, v: float, cap: float, elapsed: float,
-                  should_stop: Callable[[], bool]) -> EndReason | None:
+    def _ended_by(self, spec: CyclerStepSpec, sign: float, sample: CyclerSample, cap: float, elapsed: float,
+                  should_stop: Callable[[], bool], slope: "_SlopeWindow | None") -> EndReason | None:
+        v = sample.voltage_v
         if spec.end_capacity_ah is not None and cap >= spec.end_capacity_ah * (1 - CAPACITY_TOLERANCE_REL):
             return "capacity"
         if spec.end_voltage_v is not None and sign * (v - spec.end_voltage_v) >= -VOLTAGE_TOLERANCE_V:
             return "voltage"
+        if spec.end_current_a is not None and elapsed > 0 and abs(sample.current_a) < spec.end_current_a:
+            return "current"
+        if spec.end_dvdt_v_per_s is not None and slope is not None:
+            dvdt = slope.slope_v_per_s()
+            if dvdt is not None and abs(dvdt) < spec.end_dvdt_v_per_s:
+                return "slope"
         if spec.end_time_s is not None and elapsed >= spec.end_time_s - 1e-9:
             return "time"
         if should_stop():
@@ -315,6 +351,28 @@ class CyclerChannel:
             gap_v = sign * (spec.end_voltage_v - sample.voltage_v)
             wait = min(wait, APPROACH_FRACTION * gap_v / abs(slope_v_s))
         return max(wait, MIN_INTERVAL_S)
+
+
+class _SlopeWindow:
+    """dV/dt by least squares over the last `window_s` of samples (None until the samples span the window)."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._points: deque[tuple[float, float]] = deque()
+
+    def add(self, t_s: float, voltage_v: float) -> None:
+        self._points.append((t_s, voltage_v))
+        while len(self._points) > 2 and self._points[-1][0] - self._points[1][0] >= self.window_s:
+            self._points.popleft()
+
+    def slope_v_per_s(self) -> float | None:
+        if len(self._points) < 3 or self._points[-1][0] - self._points[0][0] < self.window_s * (1 - 1e-9):
+            return None
+        t = [p[0] for p in self._points]
+        v = [p[1] for p in self._points]
+        t_mean, v_mean = sum(t) / len(t), sum(v) / len(v)
+        denominator = sum((x - t_mean) ** 2 for x in t)
+        return sum((x - t_mean) * (y - v_mean) for x, y in zip(t, v)) / denominator if denominator > 0 else None
 
 
 def run_steps(

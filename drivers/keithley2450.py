@@ -396,6 +396,12 @@ class Keithley2450:
         else:
             self._configure("VOLT", level=voltage_min_v, limit=-current_a)
 
+    def source_voltage(self, voltage_v: float, *, current_limit_a: float) -> None:
+        """Voltage source at `voltage_v` with current limit `current_limit_a`: the 2450 sources or sinks what holds it."""
+        if not (math.isfinite(voltage_v) and math.isfinite(current_limit_a)) or voltage_v <= 0 or current_limit_a <= 0:
+            raise ValueError(f"Keithley2450 {self.resource}: bad voltage hold {voltage_v} V, limit {current_limit_a} A")
+        self._configure("VOLT", level=voltage_v, limit=current_limit_a)
+
     def _configure(self, function: Function, *, level: float, limit: float) -> None:
         with self._lock:
             self._prepare()

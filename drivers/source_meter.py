@@ -61,6 +61,9 @@ class SourceMeter(Protocol):
         `voltage_min_v`. Changing direction may switch the output off (the caller switches it on).
         """
 
+    def source_voltage(self, voltage_v: float, *, current_limit_a: float) -> None:
+        """Hold the cell at `voltage_v`, the current (either direction) limited to `current_limit_a` (a CV hold)."""
+
     def output(self, on: bool) -> None:
         """Switch the output on or off, confirmed by the instrument."""
 

@@ -19,6 +19,8 @@ Grams = Annotated[float, quantity("mass")]
 SquareCm = Annotated[float, quantity("area")]
 KelvinPerMinute = Annotated[float, quantity("ramp_rate")]
 Hertz = Annotated[float, quantity("frequency")]
+VoltsPerSecond = Annotated[float, quantity("voltage_rate")]
+Pascals = Annotated[float, quantity("pressure")]
 
 
 class FileModel(BaseModel):

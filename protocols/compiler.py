@@ -8,11 +8,18 @@ from typing import Literal, Sequence, assert_never
 from .adaptive_exsy import AdaptiveExsyProtocol
 from .adaptive_step import AdaptiveExsy
 from .cycling import (
+    CcCvStep,
+    ConstantCurrent,
     ChargeStep,
     CurrentSpec,
+    CvHoldStep,
     CyclingProtocol,
     DischargeStep,
+    EndConditions,
+    GittStep,
     LoopStep,
+    RateTestStep,
+    RestSpec,
     RestStep,
     ScheduleStep,
     Step as CyclingStepSpec,
@@ -22,7 +29,7 @@ from .exsy import MAX_EXPNO, VtExsyProtocol
 from .loader import Protocol, load_protocol, load_station
 from .mas_calibration import MasCalibrationProtocol
 from .nmr_steps import Acquisition1D, FitCalibration, Spectrum1D, T1Measurement
-from .plan import (Acquire2D, CyclerStep, D1Rule, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
+from .plan import (Acquire2D, CyclerStep, D1Rule, LoopExit, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
                    Template, WaitStable)
 from .station import StationSpec, simulated_station
 from .timing import exsy_acquisition_s, ramp_s, spectrum_1d_s, t1_series_s
@@ -31,6 +38,7 @@ from .vt_series import ExsyEntry, Spectrum1DEntry, T1Entry, VtSeriesProtocol
 NMR_LANE = "nmr"
 # planning assumption for a discharge that ends on voltage: it returns this share of the charge
 PLANNED_COULOMBIC_EFFICIENCY = 0.996
+HOLD_ESTIMATE_S = 3600.0  # planning assumption for a voltage hold that ends on its current only
 # a calibration's thermometer line must stay in the window up to this much frictional heating above the set point
 CALIBRATION_HEATING_MARGIN_K = 20.0
 
@@ -398,36 +406,64 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
     theoretical_ah = p.cell.theoretical_capacity_mah_g * mass_g * 1e-3
     capacity_max_ah = limits.capacity_max_mah_g * mass_g * 1e-3 if limits.capacity_max_mah_g is not None else None
     state = _CellState()
-    steps: list[Step] = []
+    steps: list[CyclerStep] = []
 
     def add(mode: Literal["charge", "discharge", "rest"], current: CurrentSpec | None, label: str, *, capacity_ah: float | None = None,
-            voltage_v: float | None = None, time_s: float | None = None) -> None:
+            voltage_v: float | None = None, time_s: float | None = None, new_cycle: bool | None = None,
+            **extra: object) -> CyclerStep:
         current_a = current.current_a_for(p.cell) if current is not None else 0.0
         if current_a > cycler.current_max_a:
             raise InputError(source, "steps", label,
                              f"current {current_a * 1e3:.4g} mA is above the instrument's range {cycler.current_max_a * 1e3:g} mA")
-        if mode == "charge":
+        if extra.get("control") == "voltage":  # a hold after a constant-current part: the current decays from current_a
+            planned_ah = 0.0
+            estimate_s = time_s if time_s is not None else HOLD_ESTIMATE_S
+        elif mode == "charge" and (new_cycle is None or new_cycle):
             state.cycle += 1
             planned_ah = min(x for x in (capacity_ah, theoretical_ah - state.charged_ah) if x is not None)
             planned_ah = max(planned_ah, 0.0)
             state.charged_ah = planned_ah
+        elif mode == "charge":  # a GITT pulse: part of the cycle already begun
+            planned_ah = current_a * (time_s or 0.0) / 3600.0
+            state.charged_ah += planned_ah
         elif mode == "discharge":
             planned_ah = capacity_ah if capacity_ah is not None else state.charged_ah * PLANNED_COULOMBIC_EFFICIENCY
-            state.charged_ah = 0.0
+            if time_s is not None and current_a > 0:
+                planned_ah = min(planned_ah, current_a * time_s / 3600.0)
+            state.charged_ah = max(state.charged_ah - planned_ah, 0.0) if new_cycle is False else 0.0
         else:
             planned_ah = 0.0
-        estimate_s = planned_ah / current_a * 3600.0 if current_a > 0 else 0.0
-        if time_s is not None:
-            estimate_s = min(estimate_s, time_s) if current_a > 0 else time_s
-        steps.append(CyclerStep(
+        if extra.get("control") != "voltage":
+            estimate_s = planned_ah / current_a * 3600.0 if current_a > 0 else 0.0
+            if time_s is not None:
+                estimate_s = min(estimate_s, time_s) if current_a > 0 else time_s
+        step = CyclerStep(
             index=start_index + len(steps), lane=cycler_lane(channel), protocol=p.name,
             label=f"cycle {max(state.cycle, 1)}: {label}", estimate_s=estimate_s, channel=channel, cell=p.cell.name,
             cycle=max(state.cycle, 1), mode=mode, current_a=current_a, end_capacity_ah=capacity_ah,
             end_voltage_v=voltage_v, end_time_s=time_s, sample_interval_s=p.sample_interval_s,
             voltage_min_v=limits.voltage_min_v, voltage_max_v=limits.voltage_max_v,
             current_max_a=limits.current_max_a, capacity_max_ah=capacity_max_ah,
-            temperature_max_k=limits.temperature_max_k, on_resume=p.on_resume,
-        ))
+            temperature_max_k=limits.temperature_max_k, on_resume=p.on_resume, **extra,  # type: ignore[arg-type]
+        )
+        steps.append(step)
+        return step
+
+    def rest(spec: RestSpec) -> CyclerStep:
+        if spec.until_dvdt_v_per_s is None:
+            return add("rest", None, f"rest {spec.duration_s:g} s", time_s=spec.duration_s)
+        return add("rest", None, f"rest until |dV/dt| < {spec.until_dvdt_v_per_s * 3.6e6:g} mV/h (at most "
+                                 f"{spec.duration_s:g} s)", time_s=spec.duration_s,
+                   end_dvdt_v_per_s=spec.until_dvdt_v_per_s, dvdt_window_s=spec.window_s)
+
+    def hold(mode: Literal["charge", "discharge"], voltage_v: float, limit: CurrentSpec, end_current_a: float | None,
+             time_s: float | None, label: str) -> CyclerStep:
+        return add(mode, limit, label, time_s=time_s, new_cycle=False, control="voltage", hold_voltage_v=voltage_v,
+                   end_current_a=end_current_a)
+
+    def ends_text(end_current_a: float | None, time_s: float | None) -> str:
+        return " or ".join(t for t in ((f"|I| < {end_current_a * 1e3:g} mA" if end_current_a else ""),
+                                       (f"{time_s:g} s" if time_s else "")) if t)
 
     def cc(mode: Literal["charge", "discharge"], spec, what: str) -> None:
         until = spec.until
@@ -454,7 +490,41 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
             elif isinstance(item, DischargeStep):
                 cc("discharge", item.discharge, "discharge")
             elif isinstance(item, RestStep):
-                add("rest", None, f"rest {item.rest.duration_s:g} s", time_s=item.rest.duration_s)
+                rest(item.rest)
+            elif isinstance(item, CvHoldStep):
+                h = item.cv_hold
+                hold(h.direction, h.voltage_v, h.current_limit, h.until.current_a, h.until.time_s,
+                     f"{h.direction} hold at {h.voltage_v:g} V until {ends_text(h.until.current_a, h.until.time_s)}")
+            elif isinstance(item, CcCvStep):
+                c = item.cccv
+                cc_ends = (c.cc_until or EndConditions(voltage_v=c.voltage_v)).model_copy(update={"voltage_v": c.voltage_v})
+                cc(c.direction, c.model_copy(update={"until": cc_ends}), f"CC-CV {c.direction}: CC")
+                hold(c.direction, c.voltage_v, c, c.until.current_a, c.until.time_s,
+                     f"CC-CV {c.direction}: hold {c.voltage_v:g} V until {ends_text(c.until.current_a, c.until.time_s)}")
+            elif isinstance(item, GittStep):
+                g = item.gitt
+                first = len(steps)
+                train: list[CyclerStep] = []
+                for k in range(g.pulses):
+                    train.append(add(g.direction, g.pulse, f"GITT pulse {k + 1}/{g.pulses}: {g.pulse.time_s:g} s or "
+                                     f"{g.until_voltage_v:g} V", voltage_v=g.until_voltage_v, time_s=g.pulse.time_s,
+                                     new_cycle=(k == 0) if g.direction == "charge" else False))
+                    train.append(rest(g.rest))
+                last = start_index + len(steps) - 1
+                for k, pulse in enumerate(train[0::2]):  # a pulse at its cut-off ends the train after its rest
+                    steps[first + 2 * k] = pulse.model_copy(update={"loop_exit": LoopExit(
+                        first_index=pulse.index + 2, last_index=last, on_voltage_end=True)})
+            elif isinstance(item, RateTestStep):
+                r = item.rate_test
+                for density in r.current_densities_ma_cm2:
+                    spec = CurrentSpec(current_density_ma_cm2=density)
+                    for _ in range(r.cycles_each):
+                        cc("charge", _with_until(spec, r.charge.until), f"rate {density:g} mA/cm2: charge")
+                        if r.rest_s:
+                            add("rest", None, f"rest {r.rest_s:g} s", time_s=r.rest_s)
+                        cc("discharge", _with_until(spec, r.discharge.until), f"rate {density:g} mA/cm2: discharge")
+                        if r.rest_s:
+                            add("rest", None, f"rest {r.rest_s:g} s", time_s=r.rest_s)
             elif isinstance(item, ScheduleStep):
                 s = item.fixed_capacity_schedule
                 for capacity_mah_g in s.capacities_mah_g:
@@ -466,15 +536,39 @@ def _compile_cycling(p: CyclingProtocol, station: StationSpec, source, start_ind
                     if s.rest_s:
                         add("rest", None, f"rest {s.rest_s:g} s", time_s=s.rest_s)
             elif isinstance(item, LoopStep):
+                loop_first = len(steps)
+                iteration_ends: list[int] = []
+                cycles: list[int] = []
                 for _ in range(item.loop.count):
                     walk(item.loop.steps)
+                    iteration_ends.append(len(steps) - 1)
+                    cycles.append(steps[-1].cycle if steps else 1)  # the cycle each iteration ended in
+                ends = item.loop.stop_when
+                if ends is not None and len(steps) > loop_first:
+                    last = start_index + len(steps) - 1
+                    fade = ends.discharge_capacity_below
+                    if fade is not None and fade.of_cycle > item.loop.count:
+                        raise InputError(source, "steps", "stop_when.discharge_capacity_below.of_cycle",
+                                         f"cycle {fade.of_cycle} of a loop of {item.loop.count}")
+                    for k, end in enumerate(iteration_ends[:-1]):
+                        ending = steps[end]
+                        steps[end] = ending.model_copy(update={"loop_exit": LoopExit(
+                            first_index=ending.index + 1, last_index=last,
+                            coulombic_efficiency_below_pct=ends.coulombic_efficiency_below_pct,
+                            discharge_capacity_below_pct=fade.percent if fade else None,
+                            reference_cycle=cycles[fade.of_cycle - 1] if fade and k + 1 >= fade.of_cycle else None)})
             else:
                 assert_never(item)
             if len(steps) > 200_000:
                 raise InputError(source, "steps", None, "the protocol expands to more than 200000 steps")
 
     walk(p.steps)
-    return steps
+    return list(steps)
+
+
+def _with_until(current: CurrentSpec, until: EndConditions) -> ConstantCurrent:
+    """A constant-current half-cycle from a current and its ends (the rate test's shape)."""
+    return ConstantCurrent(**{k: v for k, v in current.model_dump().items() if v is not None}, until=until)
 
 
 def load_plan(protocol_paths: Sequence[str | Path], station_path: str | Path | None = None) -> tuple[Plan, StationSpec]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, PositiveInt, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, PositiveInt, field_validator, model_validator
 
-from .base import Amperes, AmpHours, FileModel, Grams, Kelvin, MahPerGram, MilliampsPerCm2, Seconds, SquareCm, Volts
+from .base import (Amperes, AmpHours, FileModel, Grams, Kelvin, MahPerGram, MilliampsPerCm2, Pascals, Seconds, SquareCm,
+                   Volts, VoltsPerSecond)
 
 LI2S_THEORETICAL_MAH_G = 1166.0
 
@@ -34,6 +35,15 @@ class Cell(FileModel):
         LI2S_THEORETICAL_MAH_G, alias="theoretical_capacity", gt=0, le=4000.0
     )
     active_material: str = Field("Li2S", max_length=64)
+    pressure_pa: Pascals | None = Field(None, alias="pressure", gt=0, le=1e9,
+                                        description="stack pressure applied to the cell (BDF Applied Pressure)")
+
+    @field_validator("name")
+    @classmethod
+    def _no_double_underscore(cls, name: str) -> str:
+        if "__" in name:
+            raise ValueError(f"{name!r}: '__' separates the parts of a BDF file name; use '_' or '-'")
+        return name
 
 
 class EndConditions(FileModel):
@@ -91,11 +101,114 @@ class DischargeStep(FileModel):
 
 
 class RestSpec(FileModel):
+    """A rest for `duration`, or until the voltage settles (|dV/dt| below until_dvdt over `window`), at most `duration`."""
+
     duration_s: Seconds = Field(alias="duration", gt=0)
+    until_dvdt_v_per_s: VoltsPerSecond | None = Field(None, alias="until_dvdt", gt=0)
+    window_s: Seconds = Field(600.0, alias="window", gt=0, description="the slope is fitted over this much time")
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> "RestSpec":
+        if self.until_dvdt_v_per_s is not None and self.window_s > self.duration_s:
+            raise ValueError(f"window {self.window_s:g} s is longer than the rest's duration {self.duration_s:g} s")
+        return self
 
 
 class RestStep(FileModel):
     rest: RestSpec
+
+
+class HoldEnds(FileModel):
+    """A voltage hold ends when the current has decayed below `current`, or after `time`."""
+
+    current_a: Amperes | None = Field(None, alias="current", gt=0)
+    time_s: Seconds | None = Field(None, alias="time", gt=0)
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "HoldEnds":
+        if self.current_a is None and self.time_s is None:
+            raise ValueError("a voltage hold needs at least one end: current or time")
+        return self
+
+
+class CvHoldSpec(FileModel):
+    """Hold the cell at `voltage` (charging or discharging into it), the current limited to `current_limit`."""
+
+    direction: Literal["charge", "discharge"]
+    voltage_v: Volts = Field(alias="voltage")
+    current_limit: CurrentSpec
+    until: HoldEnds
+
+
+class CvHoldStep(FileModel):
+    cv_hold: CvHoldSpec
+
+
+class CcCvSpec(CurrentSpec):
+    """Constant current to `voltage`, then hold that voltage until the current decays (`until`)."""
+
+    direction: Literal["charge", "discharge"] = "charge"
+    voltage_v: Volts = Field(alias="voltage")
+    cc_until: EndConditions | None = Field(None, description="extra ends of the CC part (capacity, time)")
+    until: HoldEnds
+
+
+class CcCvStep(FileModel):
+    cccv: CcCvSpec
+
+
+class PulseSpec(CurrentSpec):
+    time_s: Seconds = Field(alias="time", gt=0)
+
+
+class GittSpec(FileModel):
+    """A pulse train: `pulses` x (constant-current pulse, rest); the train ends early when a pulse reaches `until_voltage`."""
+
+    direction: Literal["charge", "discharge"]
+    pulse: PulseSpec
+    rest: RestSpec
+    pulses: PositiveInt = Field(le=10000)
+    until_voltage_v: Volts = Field(alias="until_voltage")
+
+
+class GittStep(FileModel):
+    gitt: GittSpec
+
+
+class HalfCycleEnds(FileModel):
+    until: EndConditions
+
+
+class RateTestSpec(FileModel):
+    """Cycles at each current density in turn (the seed: 0.066, 0.132, 0.264 mA/cm2)."""
+
+    current_densities_ma_cm2: list[MilliampsPerCm2] = Field(alias="current_densities", min_length=1)
+    cycles_each: PositiveInt = Field(le=10000)
+    charge: HalfCycleEnds
+    discharge: HalfCycleEnds
+    rest_s: Seconds | None = Field(None, alias="rest", gt=0)
+
+
+class RateTestStep(FileModel):
+    rate_test: RateTestSpec
+
+
+class CapacityFade(FileModel):
+    percent: float = Field(gt=0, le=100)
+    of_cycle: PositiveInt = Field(1, description="the loop's cycle (1-based) whose discharge capacity is the reference")
+
+
+class LoopEnds(FileModel):
+    """Stop a loop after the cycle in which coulombic efficiency or discharge capacity fell too low."""
+
+    coulombic_efficiency_below_pct: float | None = Field(None, alias="coulombic_efficiency_below", gt=0, le=100)
+    discharge_capacity_below: CapacityFade | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "LoopEnds":
+        if self.coulombic_efficiency_below_pct is None and self.discharge_capacity_below is None:
+            raise ValueError("stop_when needs coulombic_efficiency_below or discharge_capacity_below")
+        return self
 
 
 class FixedCapacitySchedule(FileModel):
@@ -123,13 +236,14 @@ class ScheduleStep(FileModel):
 class LoopSpec(FileModel):
     count: PositiveInt = Field(le=100000)
     steps: list["Step"] = Field(min_length=1)
+    stop_when: LoopEnds | None = None
 
 
 class LoopStep(FileModel):
     loop: LoopSpec
 
 
-_STEP_KEYS = ("charge", "discharge", "rest", "fixed_capacity_schedule", "loop")
+_STEP_KEYS = ("charge", "discharge", "rest", "cv_hold", "cccv", "gitt", "rate_test", "fixed_capacity_schedule", "loop")
 
 
 def _step_key(data: object) -> str | None:
@@ -144,13 +258,17 @@ Step = Annotated[
         Annotated[ChargeStep, Tag("charge")],
         Annotated[DischargeStep, Tag("discharge")],
         Annotated[RestStep, Tag("rest")],
+        Annotated[CvHoldStep, Tag("cv_hold")],
+        Annotated[CcCvStep, Tag("cccv")],
+        Annotated[GittStep, Tag("gitt")],
+        Annotated[RateTestStep, Tag("rate_test")],
         Annotated[ScheduleStep, Tag("fixed_capacity_schedule")],
         Annotated[LoopStep, Tag("loop")],
     ],
     Discriminator(
         _step_key,
         custom_error_type="step_kind",
-        custom_error_message="a step is a mapping with exactly one key: charge, discharge, rest, fixed_capacity_schedule or loop",
+        custom_error_message="a step is a mapping with exactly one key: " + ", ".join(_STEP_KEYS),
     ),
 ]
 LoopSpec.model_rebuild()
@@ -227,6 +345,18 @@ def _cc_parts(step: Step) -> list[tuple[CurrentSpec, list[tuple[str, float | Non
     if isinstance(step, ScheduleStep):
         s = step.fixed_capacity_schedule
         return [(s.charge, [("schedule capacity", c) for c in s.capacities_mah_g]), (s.discharge, [])]
+    if isinstance(step, CvHoldStep):
+        return [(step.cv_hold.current_limit, [])]
+    if isinstance(step, CcCvStep):
+        ends = step.cccv.cc_until
+        return [(step.cccv, [("cccv cc_until specific_capacity", ends.specific_capacity_mah_g if ends else None)])]
+    if isinstance(step, GittStep):
+        return [(step.gitt.pulse, [])]
+    if isinstance(step, RateTestStep):
+        r = step.rate_test
+        return [(CurrentSpec(current_density_ma_cm2=j), [("rate_test charge until specific_capacity",
+                                                   r.charge.until.specific_capacity_mah_g)])
+                for j in r.current_densities_ma_cm2]
     return []
 
 
@@ -241,4 +371,14 @@ def _voltages(step: Step) -> list[tuple[str, float]]:
         if s.charge_cutoff_v is not None:
             out.append(("charge_cutoff", s.charge_cutoff_v))
         return out
+    if isinstance(step, CvHoldStep):
+        return [("cv_hold voltage", step.cv_hold.voltage_v)]
+    if isinstance(step, CcCvStep):
+        return [("cccv voltage", step.cccv.voltage_v)]
+    if isinstance(step, GittStep):
+        return [("gitt until_voltage", step.gitt.until_voltage_v)]
+    if isinstance(step, RateTestStep):
+        r = step.rate_test
+        return [(f"rate_test {half} until voltage", ends.until.voltage_v) for half, ends in
+                (("charge", r.charge), ("discharge", r.discharge)) if ends.until.voltage_v is not None]
     return []

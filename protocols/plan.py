@@ -164,6 +164,17 @@ class Acquire2D(Step):
         return self.model_copy(update={"acquisition": a.model_copy(update={"d1_s": d1_s}), "estimate_s": estimate_s})
 
 
+class LoopExit(_Part):
+    """Skip plan steps first_index..last_index when, after this step, a loop's or pulse train's end condition holds."""
+
+    first_index: int
+    last_index: int
+    on_voltage_end: bool = Field(False, description="this step ended on its voltage (a GITT pulse at its cut-off)")
+    coulombic_efficiency_below_pct: float | None = Field(None, description="this step's cycle's CE below this")
+    discharge_capacity_below_pct: float | None = Field(None, description="this cycle's discharge below this % of ...")
+    reference_cycle: int | None = Field(None, description="... the discharge capacity of this cycle")
+
+
 class CyclerStep(Step):
     kind: Literal["cycler_step"] = "cycler_step"
     channel: str
@@ -181,6 +192,13 @@ class CyclerStep(Step):
     capacity_max_ah: float | None = None
     temperature_max_k: float | None = None
     on_resume: Literal["continue", "restart-step"] = "continue"
+    control: Literal["current", "voltage"] = Field("current", description="voltage: hold hold_voltage_v, current_a "
+                                                                           "the limit")
+    hold_voltage_v: float | None = None
+    end_current_a: float | None = Field(None, description="a voltage hold ends when |I| falls below this")
+    end_dvdt_v_per_s: float | None = Field(None, description="a rest ends when |dV/dt| over dvdt_window_s is below this")
+    dvdt_window_s: float | None = None
+    loop_exit: LoopExit | None = None
 
 
 class Plan(BaseModel):

@@ -172,6 +172,8 @@ class CyclerSpec(FileModel):
     voltage_min_v: Volts = Field(alias="voltage_min")
     voltage_max_v: Volts = Field(alias="voltage_max")
     current_max_a: Amperes = Field(alias="current_max", gt=0)
+    ambient_temperature_k: Kelvin | None = Field(
+        None, alias="ambient_temperature", gt=0, description="around the cell (room or climate chamber); BDF column")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CyclerSpec":
@@ -193,16 +195,25 @@ class NotificationSpec(FileModel):
     webhook_token: str | None = Field(None, repr=False)
 
 
+class ServerSpec(FileModel):
+    """`exsylab serve`: the token that allows control (pause, queue); needed to listen beyond loopback."""
+
+    token: str | None = Field(None, min_length=16, repr=False, description="a secret of 16 characters or more")
+
+
 class StationSpec(FileModel):
     """A bench: spectrometer, VT unit and cycler channels, each optional."""
 
     kind: Literal["station"]
     name: str = Field(min_length=1, max_length=120)
+    institution: str = Field("exsylab", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$",
+                             description="institution code at the head of BDF file names")
     simulated: bool | None = Field(None, description="obsolete: simulation is a property of each address (sim://)")
     spectrometer: SpectrometerSpec | None = None
     vt: VtSpec | None = None
     cyclers: dict[ChannelName, CyclerSpec] = Field(default_factory=dict)
     notifications: NotificationSpec = Field(default_factory=NotificationSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
     clock_speed: float = Field(1.0, gt=0, le=100_000, description="only for an accelerated simulated bench")
     clock_epoch_unix_s: float | None = Field(None, description="shared epoch of an accelerated bench's clocks")
     lock_dir: Path | None = Field(None, description="where instrument locks live (default: per-user folder)")
@@ -248,6 +259,7 @@ def simulated_station() -> StationSpec:
                 "port": "sim://vt",
                 "limits": {"min_k": 173.0, "max_k": 423.0, "max_ramp_k_per_min": 5.0},
                 "settle_estimate_s": 45.0,  # the simulated probe enters a 0.5 K band 40-50 s after a ramp
+                "ambient_k": 293.0,  # the simulated room (thermal model and cells), stated so BDF files record it
                 "calibration": [{"mas_rate_hz": 10_000.0, "thermometer": "simulated",
                                  "points": [[173.0, 173.0 + SIMULATED_MAS_HEATING_K], [423.0, 423.0 + SIMULATED_MAS_HEATING_K]]}],
             },

@@ -29,13 +29,16 @@ _UNITS: dict[str, dict[str, tuple[float, float]]] = {
     "ramp_rate": {"K/min": (1.0, 0.0), "K/s": (60.0, 0.0), "degC/min": (1.0, 0.0)},
     "frequency": {"Hz": (1.0, 0.0), "kHz": (1e3, 0.0), "MHz": (1e6, 0.0)},
     "c_rate": {"C": (1.0, 0.0)},
+    "voltage_rate": {"V/s": (1.0, 0.0), "mV/s": (1e-3, 0.0), "mV/min": (1e-3 / 60, 0.0), "mV/h": (1e-3 / 3600, 0.0),
+                     "uV/s": (1e-6, 0.0), "µV/s": (1e-6, 0.0)},
+    "pressure": {"Pa": (1.0, 0.0), "kPa": (1e3, 0.0), "MPa": (1e6, 0.0), "bar": (1e5, 0.0)},
 }
 
 # the internal unit of each dimension, as field names spell it
 INTERNAL_UNIT = {
     "temperature": "K", "time": "s", "current": "A", "current_density": "mA/cm2", "capacity": "Ah",
     "specific_capacity": "mAh/g", "voltage": "V", "mass": "g", "area": "cm2", "ramp_rate": "K/min",
-    "frequency": "Hz", "c_rate": "C",
+    "frequency": "Hz", "c_rate": "C", "voltage_rate": "V/s", "pressure": "Pa",
 }
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d].*?)?\s*$")

@@ -124,7 +124,9 @@ def test_a_cycling_only_plan_does_not_open_the_vt(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = _exsylab("run", str(_cycling(tmp_path)), "--station", str(station), "--run-dir", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr
-    assert (run_dir / "cycler" / "cellA.csv").exists()
+    from acquisition.bdf import find_cell_bdf
+
+    assert find_cell_bdf(run_dir / "cycler", "cellA") is not None
 
 
 def test_a_second_run_on_a_held_instrument_is_refused_naming_the_holder(tmp_path: Path) -> None:

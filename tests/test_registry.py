@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from acquisition import api
+from acquisition.bdf import find_cell_bdf
 from acquisition.instruments import REGISTRY, DriverEntry
 from acquisition.runner import Runner
 
@@ -36,7 +37,9 @@ def test_a_new_cycler_model_needs_one_registry_line(tmp_path: Path, monkeypatch:
     assert result.ok
     metadata = json.loads(next(folder.cycler.glob("*.json")).read_text())
     assert "SCPI" in json.dumps(metadata)  # the new driver's preflight summary names the instrument
-    assert (folder.cycler / "cellA.csv").read_text().count("\n") > 5
+    bdf = find_cell_bdf(folder.cycler, "cellA")
+    assert bdf is not None and bdf.name.startswith("exsylab__cellA__") and bdf.name.endswith("_001.bdf.csv")
+    assert bdf.read_text().count("\n") > 5
 
 
 def test_a_lane_that_cannot_run_a_step_kind_is_refused_before_the_run(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from acquisition.api import run_status, start_run
+from acquisition.bdf import find_cell_bdf, metadata_path, read_bdf
 from acquisition.journal import Journal
 from acquisition.nmr_lane import MARK_FILE
 from drivers.bruker_params import dataset_complete, expno_has_data
@@ -89,12 +90,15 @@ def test_series_and_cycling_run_concurrently_and_match_the_plan(tmp_path: Path) 
     assert acquired_s == pytest.approx(sum(estimates[r.index] for r in acquisitions), rel=0.002)
     lane_s = max(r.ended_at for r in nmr) - min(r.started_at for r in nmr)
     assert lane_s == pytest.approx(plan["lanes"]["nmr"], rel=0.01)
-    bdf = run_dir / "cycler" / "test-cell.csv"
+    bdf = find_cell_bdf(run_dir / "cycler", "test-cell")
     summary = (run_dir / "cycler" / "test-cell.cycles.csv").read_text().splitlines()
-    assert bdf.exists() and len(summary) == 3  # header + two cycles
+    assert bdf is not None and len(summary) == 3  # header + two cycles
     report = (run_dir / "report.md").read_text()
     assert "Nothing: every step finished" in report and "short_exsy/15" in report and "test-cell: 2 cycles" in report
-    metadata = json.loads((run_dir / "cycler" / "test-cell.json").read_text())
+    metadata = json.loads(metadata_path(bdf).read_text())
+    columns = read_bdf(bdf)  # the station's VT ambient (293 K) and the cell's 2 MPa, on every row
+    assert np.all(columns["Ambient Temperature / degC"] == pytest.approx(19.85))
+    assert np.all(columns["Applied Pressure / Pa"] == 2e6) and metadata["applied_pressure_pa"] == 2e6
     assert "2450" in metadata["instrument"] and metadata["active_mass_g"] == pytest.approx(0.5e-3)
     assert metadata["protocol"] == "short-cycling" and metadata["area_cm2"] == pytest.approx(0.785)
 
@@ -257,14 +261,15 @@ def test_a_relative_run_dir_records_absolute_paths_that_analysis_can_open(tmp_pa
 
 def test_a_cycler_step_killed_midway_continues_from_the_capacity_in_the_bdf_file(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    bdf = run_dir / "cycler" / "test-cell.csv"
-    from acquisition.bdf import STEP_INDEX, read_bdf
+    from acquisition.bdf import STEP_INDEX
 
     # killed 300 s of clock time into the second charge (300 mAh/g, about 2600 one-second samples)
     proc = _hooked(["run", str(DATA / "cycling-resume.yaml"), "--run-dir", str(run_dir), "--quiet"],
                    {"step_running": 2, "after_virtual_s": 300.0}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    bdf = find_cell_bdf(run_dir / "cycler", "test-cell")
+    assert bdf is not None
     assert 250 < int((read_bdf(bdf)[STEP_INDEX] == 2).sum()) < 350
     resumed = subprocess.run([*EXE, "resume", str(run_dir), "--quiet"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -119,6 +119,33 @@ def test_resume_skips_done_steps_and_reconciles_the_running_one(tmp_path: Path) 
     assert [r.attempts for r in journal.steps()] == [1, 1, 2, 1]
 
 
+class LoopEndLane(ClockLane):
+    """Ends a loop after step 1: steps 2..3 are skipped, step 4 runs."""
+
+    def execute(self, step, ctx: StepContext) -> dict[str, Any]:
+        outcome = super().execute(step, ctx)
+        if step.index == 1:
+            ctx.skip_steps(2, 3, "cycle 1: coulombic efficiency 90 % < 95 %")
+        return outcome
+
+
+def test_a_loop_end_skips_its_steps_and_resume_does_not_run_them(tmp_path: Path) -> None:
+    plan = _plan({"cycler:ch1": 5})
+    lane = LoopEndLane()
+    runner, journal, _ = _runner(tmp_path, plan, {"cycler:ch1": lane})
+    assert runner.run().ok
+    assert lane.executed == [0, 1, 4]
+    records = journal.steps()
+    assert [r.status for r in records] == ["done", "done", "skipped", "skipped", "done"]
+    assert records[2].outcome == {"loop_exit": "cycle 1: coulombic efficiency 90 % < 95 %"}
+    journal.transition(4, "pending", at=1e4)  # as if the run had stopped before its last step
+    journal.close()
+    again = ClockLane()
+    runner, journal, _ = _runner(tmp_path, plan, {"cycler:ch1": again})
+    assert runner.run().ok
+    assert again.executed == [4]  # the loop's skipped steps stay skipped; steps skipped after a failure would rerun
+
+
 def test_a_fatal_failure_skips_the_rest_of_its_lane_but_not_other_lanes(tmp_path: Path) -> None:
     lanes = {"nmr": ClockLane(fail_at={1}), "cycler:ch1": ClockLane()}
     runner, journal, notifier = _runner(tmp_path, _plan({"nmr": 3, "cycler:ch1": 3}), lanes)

@@ -1,0 +1,1 @@
+"""exsylab serve: the web page and JSON API of a station, and what they show of its runs."""
