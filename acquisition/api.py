@@ -15,6 +15,7 @@ from analysis.errors import AnalysisInputError
 from drivers.clock import Clock, VirtualClock
 from protocols import InputError, Plan, load_plan, load_protocol
 from protocols.errors import MISSING
+from protocols.adaptive_step import AdaptiveExsy
 from protocols.nmr_steps import FitCalibration
 from protocols.plan import CyclerStep, MoveTemperature, Step
 from protocols.station import StationSpec
@@ -25,6 +26,7 @@ from .bdf import TEST_TIME, UNIX_TIME, cell_bdf_path, find_cell_bdf, read_bdf
 from .control import Control, RunLock, runner_alive
 from .calibration_run import run_fit_calibration
 from .cycler_lane import CyclerLane, limits_of
+from .adaptive_report import adaptive_status
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
 from .notify import Notifier
@@ -108,8 +110,8 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True, signals: bool
     # a resumed virtual run continues after the last moment anything was recorded: time never runs backwards
     clock = make_clock(station, roles, virtual_start_s=max(recorded_times) if recorded_times else time.time())
     cells = _cell_metadata(plan, [load_protocol(p) for p in protocols], station)
-    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)) + 1, cells=cells, templates=plan.templates(),
-                      station_held=station_held)
+    # the run's seed again: simulated data are fixed by it and the point (a resumed run writes what an uninterrupted one would)
+    ctx = OpenContext(workdir=folder.root, seed=int(meta.get("seed", 0)), cells=cells, templates=plan.templates())
     source = station_copy or "built-in simulated station"
     runtime = _open(station, source, clock, roles, ctx, folder.root, real=True)
     try:
@@ -193,6 +195,7 @@ def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: di
         view = ProgressView(plan, runtime.clock, journal.steps()) if show_progress else None
         runner = Runner(plan, journal, lanes, runtime.clock, control, notifier,
                         on_step=view.on_step if view else None, on_estimate=view.on_estimate if view else None,
+                        on_note=view.on_note if view else None,
                         log_tag=tag)
         with contextlib.ExitStack() as stack:
             if signals:
@@ -248,6 +251,9 @@ def build_lanes(plan: Plan, runtime: StationRuntime, folder: RunFolder,
 def _refuse_collisions(root: Path, plan: Plan, station: StationSpec, started: set[int]) -> None:
     """An expno of a step yet to run that already holds data is refused before any instrument is opened."""
     acquisitions = [s for s in plan.steps if isinstance(s, ACQUISITION_STEPS) and s.index not in started]
+    # an adaptive step may write any expno from its start to start + max_points - 1
+    acquisitions += [s.point_step(n, s.temperatures_k[0], s.seed_mixing_times_s[0]) for s in plan.steps
+                     if isinstance(s, AdaptiveExsy) and s.index not in started for n in range(s.max_points)]
     if not acquisitions or station.spectrometer is None:
         return
     _, data_dir = station.spectrometer.folders(root)
@@ -346,6 +352,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "recent_events": journal.events(limit=10),
             "failed": [{"index": r.index, "label": r.label, "error": r.outcome.get("error", "")}
                        for r in records if r.status == "failed"],
+            "adaptive": adaptive_status(journal),
         }
     finally:
         journal.close()

@@ -88,6 +88,10 @@ def _report(folder, result, console: Console) -> int:
     done = sum(1 for d in status["datasets"] if d["status"] == "done")
     if status["datasets"]:
         console.print(f"datasets: {done} complete of {len(status['datasets'])} written (see datasets.json)")
+    from .adaptive_report import adaptive_lines
+
+    for line in adaptive_lines(status["adaptive"]):
+        console.print(line, highlight=False)
     for failure in status["failed"]:
         console.print(f"[red]failed step {failure['index']} ({failure['label']}): {failure['error']}[/red]")
     console.print(f"the full account: {folder.root / 'report.md'}")
@@ -137,6 +141,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(lane, f"{info['done']}/{info['total']}", str(info["failed"]), info["current"] or "-",
                       format_duration(info["eta_s"]))
     console.print(table)
+    from .adaptive_report import adaptive_lines
+
+    for line in adaptive_lines(status["adaptive"]):
+        console.print(line, highlight=False)
     for failure in status["failed"]:
         console.print(f"[red]failed step {failure['index']} ({failure['label']}): {failure['error']}[/red]")
     return EXIT_OK

@@ -30,6 +30,7 @@ from protocols.nmr_steps import FitCalibration, Spectrum1D, T1Measurement
 from protocols.plan import SITE_MATCH_PPM, Acquire2D, D1Choice, D1Rule, MoveTemperature, Stability, Step, WaitStable
 from protocols.timing import ramp_s
 
+from .adaptive_lane import run_adaptive_exsy
 from .run_folder import write_atomic
 from .runner import StepContext, StepFailed, StopRequested
 
@@ -92,12 +93,22 @@ class NmrLane:
         # False until this process has moved the VT itself: after a resume the VT may have lost its set point
         self._temperature_established = False
 
+    def wait_real_s(self, seconds: float) -> None:
+        """Wait real time that is not run time (a pause), on the lane's injected timer."""
+        self._real_timer.wait_real_s(seconds)
+
+    @property
+    def temperature_established(self) -> bool:
+        """This process has set the VT itself (after a resume it has not: the VT may have lost its set point)."""
+        return self._temperature_established
+
     # ---- LaneExecutor -------------------------------------------------------------------
     def kinds(self) -> dict[str, Callable[[Any, StepContext], dict[str, Any]]]:
         """The step kinds this lane executes, each with its executor (the dispatch table)."""
         table: dict[str, Callable[[Any, StepContext], dict[str, Any]]] = {
             "move_temperature": self._move, "wait_stable": self._wait, "acquire_2d": self._acquire_exsy,
-            "spectrum_1d": self._acquire, "t1": self._measure_t1}
+            "spectrum_1d": self._acquire, "t1": self._measure_t1,
+            "adaptive_exsy": lambda step, ctx: run_adaptive_exsy(step, ctx, self)}
         if self._fit_calibration is not None:
             table["fit_calibration"] = self._fit_calibration
         return table
@@ -147,11 +158,25 @@ class NmrLane:
     # ---- steps ---------------------------------------------------------------------------
     def _move(self, step: MoveTemperature, ctx: StepContext) -> dict[str, Any]:
         """Start the ramp and let it run: the step lasts as long as the set point takes to get there."""
-        self.vt.set_ramp_rate_k_per_min(step.ramp_k_per_min)
-        setpoint_k = self.vt.set_sample_temperature_k(step.temperature_k)
-        self._temperature_established = True
-        ctx.clock.sleep(ramp_s(step.from_k, step.temperature_k, step.ramp_k_per_min))
+        setpoint_k = self._ramp(step.temperature_k, step.from_k, step.ramp_k_per_min, ctx)
         return {"sample_target_k": step.temperature_k, "setpoint_k": setpoint_k, "sample_k": self.vt.read_sample_k()}
+
+    def _ramp(self, temperature_k: float, from_k: float, ramp_k_per_min: float, ctx: StepContext) -> float:
+        """Send the ramp rate and the sample temperature, and let the ramp run; the VT set point it took."""
+        self.vt.set_ramp_rate_k_per_min(ramp_k_per_min)
+        setpoint_k = self.vt.set_sample_temperature_k(temperature_k)
+        self._temperature_established = True
+        ctx.clock.sleep(ramp_s(from_k, temperature_k, ramp_k_per_min))
+        return setpoint_k
+
+    def move_and_wait(self, temperature_k: float, ramp_k_per_min: float, stability: Stability,
+                      ctx: StepContext) -> dict[str, Any]:
+        """A move decided during a step (the adaptive run's): ramp from where the sample is, then wait until stable."""
+        from_k = self.vt.read_sample_k()
+        setpoint_k = self._ramp(temperature_k, from_k, ramp_k_per_min, ctx)
+        result = self._wait_stable(temperature_k, stability)
+        return {"from_k": from_k, "setpoint_k": setpoint_k, "sample_k": result.last_reading_k,
+                "waited_s": result.waited_s}
 
     def _wait(self, step: WaitStable, ctx: StepContext) -> dict[str, Any]:
         if not self._temperature_established:  # resumed at a wait: the VT may have lost its set point
@@ -181,11 +206,17 @@ class NmrLane:
             expno = self.spectrometer.next_free_expno(step.dataset, start=expno + 1)
         return expno
 
+    def acquire_point(self, step: Acquire2D, ctx: StepContext) -> dict[str, Any]:
+        """A 2D decided during a step (the adaptive run's): acquired and recorded exactly like a planned point."""
+        return self._acquire(step, ctx)
+
     def _acquire(self, step: AcquisitionStep, ctx: StepContext, note: str = "") -> dict[str, Any]:
         """Acquire the step's expno (never overwriting), re-acquiring after excursions and TopSpin outages."""
         expno = step.expno
         path = self.spectrometer.expno_dir(step.dataset, expno)
-        tried = [d for d in ctx.journal.datasets() if d["idx"] == step.index and expno_has_data(Path(d["path"]))]
+        point = step.record_params().get("point")  # an adaptive run's points share their step's index
+        tried = [d for d in ctx.journal.datasets() if d["idx"] == step.index and d["params"].get("point") == point
+                 and expno_has_data(Path(d["path"]))]
         if tried:  # an earlier attempt (failed, partial, flagged) keeps its data: a fresh expno for this one
             expno = self._fresh_expno(step)
         elif expno_has_data(path):

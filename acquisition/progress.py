@@ -81,6 +81,7 @@ class ProgressView:
                 lane.done += 1
             else:
                 lane.remaining_estimate_s += self._estimates[step.index]
+        self._notes: dict[int, str] = {}  # step index -> its latest live account (an adaptive run's progress)
         self._console = console or Console(stderr=True)
         self._live: Live | None = None
 
@@ -112,6 +113,18 @@ class ProgressView:
             self.lanes[step.lane].remaining_estimate_s += estimate_s - self._estimates[step.index]
             self._estimates[step.index] = estimate_s
 
+    def on_note(self, index: int, status: str, detail: dict[str, Any]) -> None:
+        """A step's journal note: an adaptive run's progress (stderrs against the target, ETA) is shown live."""
+        if status != "adaptive_progress":
+            return
+        from .adaptive_events import progress_text
+
+        text = progress_text(detail)
+        with self._lock:
+            self._notes[index] = text
+        if self._live is None and not self._console.is_terminal:
+            self._console.print(f"[{format_duration(self._clock.now() - self._start)}] {text}", highlight=False)
+
     def __rich__(self) -> Group:
         table = Table(title="exsylab run", expand=False)
         for column in ("lane", "done", "current step", "elapsed", "ETA"):
@@ -121,7 +134,8 @@ class ProgressView:
             for name, lane in self.lanes.items():
                 table.add_row(name, f"{lane.done}/{lane.total}" + (f" ({lane.failed} failed)" if lane.failed else ""),
                               lane.current or "-", format_duration(elapsed), format_duration(lane.eta_s()))
-        return Group(table)
+            notes = list(self._notes.values())
+        return Group(table, *notes)
 
     def __enter__(self) -> "ProgressView":
         if self._console.is_terminal:

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .adaptive_report import adaptive_section
 from .journal import Journal
 from .progress import format_duration
 from .run_folder import RunFolder, write_atomic
@@ -64,6 +65,7 @@ def build_report(folder: RunFolder, journal: Journal, cycling: dict[str, Any]) -
         lines.append("")
     lines += _temperature_table(journal)
     lines += _calibration_section(journal)
+    lines += adaptive_section(journal)
     problems = [s for s in steps if s.status in ("failed", "running")]
     unusable = [d for d in datasets if d["status"] in ("partial", "flagged", "failed")]
     lines += ["## What went wrong", ""]

@@ -69,6 +69,7 @@ class StepContext:
     notifier: Notifier
     step_index: int = -1
     skip: tuple[int, int, str] | None = None
+    on_note: Callable[[int, str, dict[str, Any]], None] | None = None  # the live view's, if any
 
     def should_stop(self) -> bool:
         return self.control.state() == "stop"
@@ -78,8 +79,10 @@ class StepContext:
         self.skip = (first_index, last_index, reason)
 
     def note(self, status: str, **detail: Any) -> None:
-        """A journal event for the current step (an excursion, a retry, a partial dataset)."""
+        """A journal event for the current step (an excursion, a retry, a partial dataset), shown live too."""
         self.journal.event(self.step_index, status, at=self.clock.now(), detail=detail)
+        if self.on_note is not None:
+            self.on_note(self.step_index, status, detail)
 
     def running(self, **detail: Any) -> None:
         """Re-commit 'running' with detail resume will need (e.g. the expno being acquired)."""
@@ -113,6 +116,7 @@ class Runner:
     def __init__(self, plan: Plan, journal: Journal, executors: dict[str, LaneExecutor], clock: Clock,
                  control: Control, notifier: Notifier, *, on_step: Callable[[Step, str], None] | None = None,
                  on_estimate: Callable[[Step, float], None] | None = None,
+                 on_note: Callable[[int, str, dict[str, Any]], None] | None = None,
                  log_tag: str | None = None, real_timer: RealTimer | None = None) -> None:
         missing = set(plan.lanes) - set(executors)
         if missing:
@@ -131,6 +135,7 @@ class Runner:
         self.notifier = notifier
         self._on_step = on_step or (lambda step, status: None)
         self._on_estimate = on_estimate or (lambda step, estimate_s: None)
+        self._on_note = on_note
         self.journal.add_steps(plan.steps)
 
     def run(self) -> RunResult:
@@ -201,7 +206,7 @@ class Runner:
         skipping: tuple[int, int, str] | None = None  # a loop's end condition held: its remaining steps are skipped
         for step in steps:
             record = records.get(step.index)
-            ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index)
+            ctx = StepContext(self.clock, self.journal, self.control, self.notifier, step.index, on_note=self._on_note)
             if record is not None and (record.status == "done" or record.status == "skipped"
                                        and "loop_exit" in record.outcome):
                 done += 1

@@ -20,6 +20,7 @@ import os
 import shlex
 import shutil
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -151,7 +152,6 @@ class SimulatedTopSpin:
         self._params: dict[Path, dict[str, object]] = {}   # current parameters (acqu, acqu2)
         self._status: dict[Path, dict[str, object]] = {}   # status parameters (acqus, acqu2s)
         self._acquisition: _Acquisition | None = None
-        self._acquisition_count = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._kernel: KernelServer | None = None
@@ -423,10 +423,9 @@ class SimulatedTopSpin:
                 if problem:
                     return self._failed_zg(problem)
             params["DATE"] = self.clock.now()  # acqus DATE and audit times follow the simulator's clock
-            self._acquisition_count += 1
             acq = _Acquisition(path=path, params=params, start_s=self.clock.now(),
                                duration_s=nmr_dataset.acquisition_duration_s(params),
-                               seed=self.seed + self._acquisition_count,
+                               seed=self._noise_seed(path),
                                command_thread=threading.current_thread() if wait else None)
             self._acquisition = acq
             # TopSpin creates ser (fid for 1D) when the acquisition starts
@@ -525,6 +524,16 @@ class SimulatedTopSpin:
         if self.temperature_source is not None:
             return float(self.temperature_source())
         return self._bvt_model_k()
+
+    def _noise_seed(self, path: Path) -> int:
+        """The noise of an acquisition: fixed by the run's seed, the dataset name and the point's title.
+
+        A point acquired again (after a kill, in a fresh expno) gets the noise it would have had, so a
+        resumed simulated run writes the data an uninterrupted one would; without a title, the expno counts.
+        """
+        title_file = path / "pdata" / "1" / "title"
+        title = title_file.read_text(errors="replace") if title_file.is_file() else f"expno {path.name}"
+        return zlib.crc32(f"{self.seed}|{path.parent.name}|{title}".encode())
 
     def mas_rate_now_hz(self) -> float:
         """The MAS rate now: 0 after a spinning failure."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Sequence, assert_never
 
+from .adaptive_exsy import AdaptiveExsyProtocol
+from .adaptive_step import AdaptiveExsy
 from .cycling import (
     CcCvStep,
     ConstantCurrent,
@@ -72,6 +74,8 @@ def _compile_one(protocol: Protocol, station: StationSpec, source, start_index: 
         return NMR_LANE, _compile_series(protocol, station, source, start_index)
     if isinstance(protocol, MasCalibrationProtocol):
         return NMR_LANE, _compile_calibration(protocol, station, source, start_index)
+    if isinstance(protocol, AdaptiveExsyProtocol):
+        return NMR_LANE, _compile_adaptive(protocol, station, source, start_index)
     if isinstance(protocol, CyclingProtocol):
         return cycler_lane(protocol.cell.channel), _compile_cycling(protocol, station, source, start_index)
     assert_never(protocol)
@@ -323,6 +327,48 @@ def _compile_calibration(p: MasCalibrationProtocol, station: StationSpec, source
         thermometer=p.thermometer.model_dump(), mas_rate_hz=acq.mas_rate_hz, spectrum_steps=tuple(spectra),
         station_out=p.station_out, estimate_s=1.0)
     return steps
+
+
+def _compile_adaptive(p: AdaptiveExsyProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+    """One step holding the whole closed loop; its estimate is the budget (the run stops by then)."""
+    if station.spectrometer is None:
+        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
+    if station.vt is None:
+        raise InputError(source, "temperatures", None, f"station {station.name!r} has no VT unit")
+    vt = station.vt
+    for i, temperature_k in enumerate(p.temperatures_k):
+        if not vt.limits.min_k <= temperature_k <= vt.limits.max_k:
+            raise InputError(source, f"temperatures[{i}]", f"{temperature_k:g} K",
+                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    a, eq = p.acquisition, p.equilibration
+    calibration = vt.calibration_for(a.mas_rate_hz)
+    step = AdaptiveExsy(
+        index=start_index, lane=NMR_LANE, protocol=p.name, estimate_s=p.budget_s,
+        label=f"adaptive EXSY: {len(p.temperatures_k)} temperatures, budget {p.budget_s / 3600:g} h, target "
+              + (f"Ea stderr {p.target.value:g} eV" if p.target.kind == "ea_stderr_ev" else
+                 f"rate stderr {100 * p.target.value:g} %"),
+        dataset=p.dataset, template=_template(p.template, "exsy"),
+        acquisition=NmrAcquisition(pulprog=a.pulprog, ns=a.ns, ds=a.ds, td1=a.td1, td2=a.td2, d1_s=a.d1_s,
+                                   in0_s=a.t1_increment_s, sw_ppm=a.sw_ppm, sfo1_mhz=a.sfo1_mhz, fn_mode=a.fn_mode,
+                                   mas_rate_hz=a.mas_rate_hz),
+        stability=Stability(tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s),
+        policy=PointPolicy(on_collision=p.expno.on_collision, on_vt_excursion=p.on_vt_excursion,
+                           excursion_tolerance_k=p.excursion_tolerance_k, on_stop=p.on_stop),
+        temperatures_k=tuple(p.temperatures_k), candidate_mixing_times_s=p.mixing_times.values_s(),
+        seed_mixing_times_s=tuple(p.seed_mixing_times_s), site_names=tuple(p.sites),
+        sites_ppm=tuple(p.sites.values()), target_kind=p.target.kind, target_value=p.target.value,
+        budget_s=p.budget_s, max_points=p.max_points, expno_start=p.expno.start,
+        start_k=calibration.sample_k(vt.ambient_k) if calibration else vt.ambient_k,
+        ramp_k_per_min=vt.planned_ramp_k_per_min, settle_estimate_s=vt.settle_estimate_s,
+        overhead_s=station.spectrometer.acquisition_overhead_s)
+    seeds_s, at_k = 0.0, step.start_k
+    for temperature_k, mixing_time_s in step.seed_points():
+        seeds_s += step.move_s(at_k, temperature_k) + step.acquisition_s(mixing_time_s)
+        at_k = temperature_k
+    if seeds_s > p.budget_s:
+        raise InputError(source, "budget", f"{p.budget_s / 3600:g} h",
+                         f"less than the {seeds_s / 3600:.3g} h the seed points take")
+    return [step]
 
 
 def _acquisition_1d(spec, pulprog: str) -> Acquisition1D:

@@ -8,6 +8,7 @@ from typing import Any, Union
 import yaml
 from pydantic import ValidationError
 
+from .adaptive_exsy import AdaptiveExsyProtocol
 from .cycling import CyclingProtocol
 from .errors import MISSING, InputError, from_validation_error
 from .exsy import VtExsyProtocol
@@ -15,12 +16,13 @@ from .station import StationSpec, is_sim
 from .mas_calibration import MasCalibrationProtocol
 from .vt_series import VtSeriesProtocol
 
-Protocol = Union[VtExsyProtocol, VtSeriesProtocol, MasCalibrationProtocol, CyclingProtocol]
+Protocol = Union[VtExsyProtocol, VtSeriesProtocol, MasCalibrationProtocol, AdaptiveExsyProtocol, CyclingProtocol]
 _PROTOCOL_KINDS: dict[str, type[VtExsyProtocol] | type[VtSeriesProtocol] | type[MasCalibrationProtocol]
-                      | type[CyclingProtocol]] = {
+                      | type[AdaptiveExsyProtocol] | type[CyclingProtocol]] = {
     "vt-exsy": VtExsyProtocol,
     "vt-series": VtSeriesProtocol,
     "mas-calibration": MasCalibrationProtocol,
+    "adaptive-exsy": AdaptiveExsyProtocol,
     "cycling": CyclingProtocol,
 }
 MAX_FILE_BYTES = 1_000_000

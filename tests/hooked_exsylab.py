@@ -5,7 +5,9 @@ real-time guess:
 
 - {"after_transitions": N}: after the run's N-th committed journal transaction (Journal.transitions);
 - {"at_virtual_s": T}: when the virtual clock passes T seconds after it was created;
-- {"step_running": I, "after_virtual_s": T}: T virtual seconds after step I was committed running (T = 0: at once).
+- {"step_running": I, "after_virtual_s": T}: T virtual seconds after step I was committed running (T = 0: at once);
+- {"after_event": STATUS, "count": N}: right after the N-th journal event with that status is committed
+  (e.g. an adaptive run's N-th "adaptive_decision", before the point it chose is acquired).
 
 and "action" says what happens there:
 
@@ -42,6 +44,7 @@ class _Hook:
         self.spec = spec
         self.action = spec.get("action", "kill")
         self.transitions = 0
+        self.events = 0
         self.clock_start: float | None = None
         self.deadline: float | None = None  # virtual time at which to fire
         self.fired = False
@@ -87,6 +90,12 @@ class _Hook:
             if self.deadline <= at:
                 self.fire()
 
+    def on_event(self, status: str) -> None:
+        if status == self.spec.get("after_event"):
+            self.events += 1
+            if self.events >= int(self.spec.get("count", 1)):
+                self.fire()
+
     def on_clock(self, clock: VirtualClock) -> None:
         if self.deadline is not None and clock.now() >= self.deadline:
             self.fire()
@@ -97,11 +106,16 @@ def install(spec: dict) -> None:
     original_transitions = Journal.transitions
     original_init = VirtualClock.__init__
     original_sleep = VirtualClock.sleep
+    original_event = Journal.event
 
     def transitions(self, changes, *args, **kwargs):
         result = original_transitions(self, changes, *args, **kwargs)
         hook.on_transitions(self, list(changes), kwargs.get("at", args[0] if args else 0.0))
         return result
+
+    def event(self, index, status, *args, **kwargs):
+        original_event(self, index, status, *args, **kwargs)
+        hook.on_event(status)
 
     def init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
@@ -113,6 +127,7 @@ def install(spec: dict) -> None:
         hook.on_clock(self)
 
     Journal.transitions = transitions  # type: ignore[method-assign]
+    Journal.event = event  # type: ignore[method-assign]
     VirtualClock.__init__ = init  # type: ignore[method-assign]
     VirtualClock.sleep = sleep  # type: ignore[method-assign]
 
