@@ -23,6 +23,7 @@ from . import run_log
 from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .control import Control, RunLock, runner_alive
 from .cycler_lane import CyclerLane, limits_of
+from .program_cycler_lane import ProgramCyclerLane, build_program_lane, check_programs, is_program_driver
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
 from .notify import Notifier
@@ -47,6 +48,7 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     checked: a refusal is an InputError naming the station file, the instrument and the reason.
     """
     plan, station = load_plan(protocol_paths, station_path)
+    check_programs(plan, station, station_path or "built-in simulated station")
     if run_dir is None:
         from .run_folder import default_run_dir
 
@@ -88,6 +90,7 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True,
     protocols = folder.protocol_copies()
     station_copy = folder.station_copy()
     plan, station = load_plan(protocols, station_copy)
+    check_programs(plan, station, station_copy or "built-in simulated station")
     restore_secrets(folder, station)  # the copy leaves the webhook token out
     if folder.plan.exists():
         recorded = json.loads(folder.plan.read_text())
@@ -203,7 +206,7 @@ def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: di
             return runner.run()
     finally:
         for lane in lanes.values():
-            if isinstance(lane, CyclerLane):
+            if isinstance(lane, (CyclerLane, ProgramCyclerLane)):
                 lane.close()
         runtime.close()
 
@@ -220,13 +223,19 @@ def _nmr_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: Run
 
 
 def _cycler_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: RunFolder,
-                 cells: dict[str, dict[str, Any]]) -> CyclerLane:
+                 cells: dict[str, dict[str, Any]]) -> CyclerLane | ProgramCyclerLane:
+    """A host-driven lane on a source-meter, or the program-cycler lane when the registry says the driver runs programs."""
     first = steps[0]
     assert isinstance(first, CyclerStep)
     bdf = folder.cycler / f"{first.cell}.csv"
-    channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
+    spec = runtime.station.cyclers[first.channel]
     meta = {**cells.get(first.channel, {}), "instrument": runtime.summaries.get(cycler_role(first.channel), ""),
-            "resource": runtime.station.cyclers[first.channel].resource}
+            "resource": spec.resource}
+    if is_program_driver(spec.driver):
+        cycler_steps = [s for s in steps if isinstance(s, CyclerStep)]
+        return build_program_lane(cycler_steps, runtime.cyclers[first.channel], bdf, meta, folder.root,
+                                  spec.poll_interval_s, runtime.clock)
+    channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
     return CyclerLane(channel, bdf, meta)
 
 

@@ -68,7 +68,10 @@ def _block_summaries(plan: Plan) -> list[str]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan, _ = load_plan(args.protocol, args.station)
+    plan, station = load_plan(args.protocol, args.station)
+    from .program_cycler_lane import check_programs
+
+    check_programs(plan, station, args.station or "built-in simulated station")
     if args.json:
         print(json.dumps(plan.to_json_dict(), indent=1))
     else:

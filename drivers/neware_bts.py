@@ -90,7 +90,8 @@ class BtsSession:
         if (reply.findtext("result") or "").strip() != "ok":
             raise CyclerCommunicationError(f"{self.where}: connect refused: {ET.tostring(reply, 'unicode')[:200]}")
         devinfo = self._exchange("<cmd>getdevinfo</cmd>")
-        self.devices = {(int(d["devid"]), int(d["subdevid"]), int(d["Channelid"])): d for d in records_of(devinfo, "middle")}
+        self.devices = {(int(d["devid"]), int(d["subdevid"]), int(d["Channelid"])): d
+                        for d in records_of(devinfo, "middle")}
 
     def _exchange(self, body: str) -> ET.Element:
         assert self._sock is not None
@@ -132,6 +133,13 @@ class BtsSession:
             except CyclerCommunicationError:
                 self._connect()
                 return self._exchange(body)
+
+    def refresh_devices(self) -> None:
+        """Ask `getdevinfo` again (channels appear when the BTS client adds a device)."""
+        devinfo = self.command("<cmd>getdevinfo</cmd>")
+        with self._lock:
+            self.devices = {(int(d["devid"]), int(d["subdevid"]), int(d["Channelid"])): d
+                            for d in records_of(devinfo, "middle")}
 
     def open(self) -> None:
         with self._lock:
@@ -228,6 +236,8 @@ class NewareChannel:
 
     def preflight(self) -> str:
         self.session.open()
+        if self.key not in self.session.devices:
+            self.session.refresh_devices()
         self.session._attrs(self.key)  # raises naming the channels the server has
         self.session.watched.add(self.key)
         status = self.session.inquire(self.key)
@@ -373,7 +383,8 @@ def check_program(program: ChannelProgram) -> None:
 
 
 def open_from_station(entry: Mapping[str, Any], address: str, clock: Any, *, timeout_s: float | None = None,
-                      workdir: Path | None = None, **_context: Any) -> NewareChannel:
+                      workdir: Path | None = None, cell: Mapping[str, Any] | None = None,
+                      **_context: Any) -> NewareChannel:
     """The registry's way in: channel `device_id`-`subdevice_id`-`channel_id` of the BTS server at `address`.
 
     `step_dir`: where step files are written (default: `neware-steps` in the run folder);
@@ -396,5 +407,6 @@ def open_from_station(entry: Mapping[str, Any], address: str, clock: Any, *, tim
     default_dir = (workdir or Path.cwd()) / "neware-steps"
     step_dir = Path(settings.get("step_dir") or default_dir).resolve()
     session = session_for(host, port, clock, timeout_s or 10.0)
-    return NewareChannel(str(entry.get("channel") or f"{host}:{port}/{key}"), session, key, step_dir,
+    name = str((cell or {}).get("channel") or "-".join(map(str, key)))
+    return NewareChannel(name, session, key, step_dir,
                          str(settings.get("step_dir_on_server") or step_dir))

@@ -167,6 +167,8 @@ class CyclerSpec(FileModel):
     voltage_min_v: Volts = Field(alias="voltage_min")
     voltage_max_v: Volts = Field(alias="voltage_max")
     current_max_a: Amperes = Field(alias="current_max", gt=0)
+    poll_interval_s: Seconds = Field(1.0, alias="poll_interval", gt=0, le=3600,
+                                     description="how often a program-running cycler's channel is polled")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CyclerSpec":
