@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,6 +20,9 @@ from drivers.errors import InstrumentError
 from drivers.program_cycler import ChannelState, ProgramCycler, ProgramRecord
 
 log = logging.getLogger(__name__)
+
+LATE_FRACTION = 0.5
+"""A poll this far (in intervals) behind its due time counts as late."""
 
 
 @dataclass
@@ -34,8 +38,6 @@ class Watch:
     state: ChannelState | None = None
     error: Exception | None = None
     next_due: float = float("-inf")
-    late_s: list[float] = field(default_factory=list)
-    """How late each poll started after it was due (clock seconds), for benchmarks."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> tuple[list[ProgramRecord], ChannelState | None, Exception | None]:
@@ -59,7 +61,7 @@ class Watch:
             if records:
                 self.records.extend(records)
                 self.last_id = records[-1].record_id
-        return changed or bool(records) or self.should_stop()
+        return changed or bool(records)
 
 
 class ProgramSupervisor:
@@ -72,6 +74,13 @@ class ProgramSupervisor:
         self._thread: threading.Thread | None = None
         self._wake = clock.signal()
         self.polls = 0
+        self.late_polls = 0
+        """Polls that started more than LATE_FRACTION of an interval after they were due (clock time)."""
+        self.rounds = 0
+        self.rounds_over_budget = 0
+        """Rounds whose wall time, at the clock's speed, exceeded the shortest interval (late in real time)."""
+        self.round_wall_s_total = 0.0
+        self.round_wall_s_max = 0.0
 
     def attach(self, watch: Watch) -> None:
         """Start polling `watch` (at once); called from a lane thread, which is a clock participant."""
@@ -100,17 +109,20 @@ class ProgramSupervisor:
                         self._thread = None
                         return
                 now = self.clock.now()
+                started = time.perf_counter()
+                stopping = watches[0].should_stop()  # one look at the run's control file per round
                 for watch in watches:
                     if now >= watch.next_due:
-                        if watch.next_due != float("-inf"):
-                            watch.late_s.append(now - watch.next_due)
+                        if watch.next_due != float("-inf") and now - watch.next_due > LATE_FRACTION * watch.interval_s:
+                            self.late_polls += 1
                         self.polls += 1
-                        if watch.poll():
+                        if watch.poll() or stopping:
                             watch.signal.set()
                         watch.next_due = (watch.next_due + watch.interval_s if watch.next_due != float("-inf")
                                           else now + watch.interval_s)
                         if watch.next_due <= now:  # fell behind: the next poll is due one interval from now
                             watch.next_due = now + watch.interval_s
+                self._account(time.perf_counter() - started, min(w.interval_s for w in watches))
                 wait_s = min(w.next_due for w in watches) - self.clock.now()
                 if wait_s > 0:
                     self.clock.wait(self._wake, wait_s)
@@ -123,6 +135,18 @@ class ProgramSupervisor:
                     watch.signal.set()
         finally:
             participant.__exit__(None, None, None)
+
+
+    def _account(self, wall_s: float, interval_s: float) -> None:
+        """Round statistics: what the poller costs and whether real time would have kept up."""
+        self.rounds += 1
+        self.round_wall_s_total += wall_s
+        self.round_wall_s_max = max(self.round_wall_s_max, wall_s)
+        if wall_s * float(getattr(self.clock, "speed", 1.0)) > interval_s:
+            if self.rounds_over_budget == 0:
+                log.warning("program supervisor: a poll round took %.3f s of wall time, more than the %.3g s interval",
+                            wall_s, interval_s)
+            self.rounds_over_budget += 1
 
 
 _supervisors: "weakref.WeakKeyDictionary[Any, ProgramSupervisor]" = weakref.WeakKeyDictionary()
