@@ -76,7 +76,8 @@ class SimBench:
 
     def stop(self) -> None:
         """Stop every simulator; the data and automation folders stay. Never raises."""
-        for name, sim in [*self.smus.items(), ("bts", self.bts), ("topspin", self.topspin), ("vt", self.vt)]:
+        sims: list[tuple[str, Any]] = [*self.smus.items(), ("bts", self.bts), ("topspin", self.topspin), ("vt", self.vt)]
+        for name, sim in sims:
             if sim is None:
                 continue
             try:
