@@ -14,7 +14,7 @@ import socket
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from xml.sax.saxutils import quoteattr
 
 from .program_cycler import ChannelProgram, ChannelState, ChannelStateName, ProgramRecord, ProgramStep
@@ -73,6 +73,7 @@ class BtsSession:
         self._inquire_at = float("-inf")
         self._counts: dict[Key, dict[str, str]] = {}
         self._counts_at = float("-inf")
+        self._bodies: dict[tuple[str, frozenset[Key]], tuple[list[Key], str]] = {}
         self.users = 0
 
     @property
@@ -158,13 +159,24 @@ class BtsSession:
         return (f'ip="{d.get("ip", self.host)}" devtype="{d.get("devtype", "")}" devid="{key[0]}" '
                 f'subdevid="{key[1]}" chlid="{key[2]}"')
 
+    def _body(self, cmd: str, key: Key, item: Callable[[Key], str]) -> tuple[list[Key], str]:
+        """The request for every watched channel (and `key`), built once per set of channels."""
+        wanted = frozenset(self.watched | {key})
+        cached = self._bodies.get((cmd, wanted))
+        if cached is None:
+            keys = sorted(wanted)
+            cached = keys, f'<cmd>{cmd}</cmd><list count = "{len(keys)}">{"".join(item(k) for k in keys)}</list>'
+            self._bodies = {k: v for k, v in self._bodies.items() if k[0] != cmd}
+            self._bodies[(cmd, wanted)] = cached
+        return cached
+
     def inquire(self, key: Key) -> dict[str, str]:
         """The channel's `inquire` answer, one command for every watched channel of the session."""
         with self._lock:
             if key not in self._inquire or self.clock.now() - self._inquire_at > COALESCE_S:
-                keys = sorted(self.watched | {key})
-                body = "".join(f'<inquire {self._attrs(k)} aux="0" barcode="1">true</inquire>' for k in keys)
-                reply = self.command(f'<cmd>inquire</cmd><list count = "{len(keys)}">{body}</list>')
+                keys, body = self._body("inquire", key,
+                                        lambda k: f'<inquire {self._attrs(k)} aux="0" barcode="1">true</inquire>')
+                reply = self.command(body)
                 self._inquire = dict(zip(keys, records_of(reply), strict=False))
                 self._inquire_at = self.clock.now()
             if key not in self._inquire:
@@ -175,10 +187,10 @@ class BtsSession:
         """(test id, records logged) of the channel's latest test, one `inquiredf` for every watched channel."""
         with self._lock:
             if key not in self._counts or self.clock.now() - self._counts_at > COALESCE_S:
-                keys = sorted(self.watched | {key})
-                body = "".join(f'<chl devtype="{self.devices[k].get("devtype", "")}" devid="{k[0]}" subdevid="{k[1]}" '
-                               f'chlid="{k[2]}" testid="0" />' for k in keys)
-                reply = self.command(f'<cmd>inquiredf</cmd><list count = "{len(keys)}">{body}</list>')
+                keys, body = self._body("inquiredf", key, lambda k: (
+                    f'<chl devtype="{self.devices[k].get("devtype", "")}" devid="{k[0]}" subdevid="{k[1]}" '
+                    f'chlid="{k[2]}" testid="0" />'))
+                reply = self.command(body)
                 self._counts = dict(zip(keys, records_of(reply), strict=False))
                 self._counts_at = self.clock.now()
             item = self._counts.get(key, {})
