@@ -104,6 +104,7 @@ class ProgramCyclerLane:
         self._stats: dict[int, _StepStats] = {}
         self._watch: Watch | None = None
         self._state: ChannelState | None = None
+        self._ctx: StepContext | None = None
 
     # --- the BDF file ------------------------------------------------------------------------------
 
@@ -230,6 +231,7 @@ class ProgramCyclerLane:
         return watch
 
     def _run(self, step: CyclerStep, ctx: StepContext) -> dict[str, Any]:
+        self._ctx = ctx
         if ctx.should_stop():
             raise StopRequested()
         try:
@@ -249,7 +251,7 @@ class ProgramCyclerLane:
                 self._write(record, ctx)
                 breach = self._safety(record)
                 if breach:
-                    self._stop_job()
+                    self._stop_job(ctx)
                     raise StepFailed(f"{self.channel.channel}: safety limit: {breach}; vendor job stopped",
                                      detail=self._outcome(record.step_index, "safety"))
             if error is not None:
@@ -268,15 +270,23 @@ class ProgramCyclerLane:
                     raise StepFailed(f"{self.channel.channel}: the cycler reports {state.state}: {state.reason}",
                                      detail=self._outcome(step.index, state.state))
             if ctx.should_stop():
-                self._stop_job()
+                self._stop_job(ctx)
                 raise StopRequested()
             ctx.clock.wait(watch.signal, LANE_WAIT_S)
 
-    def _stop_job(self) -> None:
+    def _stop_job(self, ctx: StepContext) -> None:
+        """Stop the vendor job, then write the records it logged up to the stop (nothing left behind)."""
         try:
             self.channel.stop()
         except InstrumentError as exc:
             log.error("%s: stopping the job failed: %s", self.channel.channel, exc)
+        self._drain(ctx)
+
+    def _drain(self, ctx: StepContext) -> None:
+        """Write every record the job logged that the file does not hold yet."""
+        for record in self.channel.records_after(self._rows):
+            if record.record_id > self._rows:
+                self._write(record, ctx)
 
     def make_safe(self) -> None:
         """Stop watching; a job of ours that still runs is stopped (a failed or stopped lane)."""
@@ -288,8 +298,15 @@ class ProgramCyclerLane:
         except InstrumentError as exc:
             log.error("%s: cannot read the channel to leave it safe: %s", self.channel.channel, exc)
             return
-        if state.label == self.program.label and state.state in ("running", "paused"):
-            self._stop_job()
+        if state.label != self.program.label or self._ctx is None:
+            return
+        try:
+            if state.state in ("running", "paused"):
+                self._stop_job(self._ctx)
+            else:
+                self._drain(self._ctx)
+        except (StepFailed, InstrumentError, OSError) as exc:
+            log.error("%s: writing the job's last records failed: %s", self.channel.channel, exc)
 
     def close(self) -> None:
         try:

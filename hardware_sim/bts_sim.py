@@ -130,6 +130,7 @@ class SimChannel:
     step_cap_ah: float = 0.0
     step_energy_wh: float = 0.0
     next_record_t: float = 0.0
+    t_end: float | None = None
 
     @property
     def step(self) -> SimStep | None:
@@ -152,6 +153,7 @@ class SimChannel:
         self.k, self.cycle, self.loop_runs = 0, 1, {}
         self.t = self.t0 = now
         self.log_code = LOG_WORKING
+        self.t_end = None
         self._enter_step()
 
     def stop(self, now: float) -> bool:
@@ -164,6 +166,7 @@ class SimChannel:
 
     def _end(self, workstatus: str, log_code: int) -> None:
         self.workstatus, self.log_code = workstatus, log_code
+        self.t_end = self.t
 
     def _enter_step(self) -> None:
         """Run Loop steps (no time) until a step that passes charge, or the end."""
@@ -435,7 +438,7 @@ class BtsServer:
                 f'<inquire dev="{DEVTYPE}-{c.key[0]}-{c.key[1]}-{c.key[2]}-0" cycle_id="{c.cycle}" {step_part} '
                 f'workstatus="{c.workstatus}" barcode={quoteattr(c.barcode)} current="{current:.6g}" '
                 f'voltage="{voltage:.4f}" capacity="{c.step_cap_ah if working else 0:.6g}" '
-                f'energy="{c.step_energy_wh if working else 0:.6g}" totaltime="{(c.t - c.t0) if c.program else 0:.1f}" '
+                f'energy="{c.step_energy_wh if working else 0:.6g}" totaltime="{((c.t_end or c.t) - c.t0) if c.program else 0:.1f}" '
                 f'relativetime="{(c.t - c.step_t0) if working else 0:.1f}" open_or_close="0" log_code="{c.log_code}" />')
         return _list_reply("inquire", rows)
 

@@ -258,3 +258,30 @@ def test_kill_9_during_a_neware_job_then_resume_reattaches_and_writes_every_reco
     assert events.count("program_started") == 1 and events.count("reattached") == 1
     assert [s for (s,) in db.execute("SELECT DISTINCT status FROM steps")] == ["done"]
     assert sorted(set(columns[STEP_INDEX])) == list(range(12))
+
+
+def test_exsylab_stop_stops_the_vendor_job(tmp_path: Path) -> None:
+    clock, shared = _accelerated(20_000.0)
+    server = BtsServer(clock)
+    server.add_devices({21: {1: 1}})
+    resource = server.start()
+    station = neware_station(tmp_path / "station.yaml", {"nw1": (resource, (21, 1, 1))}, poll="30 s",
+                             extra={**shared, "lock_dir": str(tmp_path / "locks")})
+    run_dir = tmp_path / "run"
+    channel = server.channels[(21, 1, 1)]
+
+    def stop_once_cycling() -> None:  # waits for the job itself, not for a guessed real time
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (channel.starts and len(channel.records) > 20):
+            time.sleep(0.01)
+        cli.main(["stop", str(run_dir)])
+
+    stopper = __import__("threading").Thread(target=stop_once_cycling, daemon=True)
+    stopper.start()
+    try:
+        _, result = start_run([short_protocol(tmp_path / "p.yaml")], station, run_dir, show_progress=False)
+    finally:
+        server.stop()
+    assert result.status == "stopped"
+    assert channel.workstatus == "stop" and channel.barcode == job_label(run_dir, "cellA") and channel.starts == 1
+    assert len(read_bdf(run_dir / "cycler" / "cellA.csv")[VOLTAGE]) == len(channel.records)  # the stop's record too
