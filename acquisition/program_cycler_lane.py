@@ -26,7 +26,7 @@ from protocols.station import StationSpec
 
 from .bdf import CHARGE_AH, DISCHARGE_AH, STEP_COUNT, STEP_INDEX, TEST_TIME, BdfWriter, read_bdf
 from .cycler_lane import limits_of
-from .instruments import entry_for, load
+from .instruments import UnknownDriver, entry_for, load
 from .program_supervisor import ProgramSupervisor, Watch, supervisor_for
 from .runner import StepContext, StepFailed, StopRequested
 
@@ -56,8 +56,12 @@ def job_label(run_root: Path, cell: str) -> str:
 
 
 def is_program_driver(driver: str) -> bool:
-    """True for a cycler driver whose registry entry runs programs on the instrument."""
-    return entry_for("cycler", driver).program_check is not None
+    """True for a cycler driver whose registry entry runs programs on the instrument (an unknown name: False,
+    preflight refuses it naming the known ones)."""
+    try:
+        return entry_for("cycler", driver).program_check is not None
+    except UnknownDriver:
+        return False
 
 
 def check_programs(plan: Plan, station: StationSpec, source: str | Path) -> None:
