@@ -23,7 +23,8 @@ from . import run_log
 from .bdf import TEST_TIME, UNIX_TIME, read_bdf
 from .control import Control, RunLock, runner_alive
 from .cycler_lane import CyclerLane, limits_of
-from .program_cycler_lane import ProgramCyclerLane, build_program_lane, check_programs, is_program_driver
+from .program_cycler_lane import (ProgramCyclerLane, build_program_lane, check_programs, is_program_driver,
+                                  stop_orphaned_jobs)
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
 from .notify import Notifier
@@ -343,9 +344,21 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         journal.close()
 
 
-def request_control(run_dir: str | Path, command: str) -> None:
-    """pause / stop / run (resume) a live runner from another process."""
+def request_control(run_dir: str | Path, command: str) -> list[str]:
+    """pause / stop / run (resume) a live runner from another process.
+
+    `stop` with no runner alive stops the run's vendor jobs that still run on program cyclers
+    (they outlive exsylab); returns one line per channel then, [] when a live runner was asked.
+    """
     folder = open_run_folder(Path(run_dir))
     if not runner_alive(folder):
+        if command == "stop" and folder.journal.exists():
+            station_copy = folder.station_copy()
+            plan, station = load_plan(folder.protocol_copies(), station_copy)
+            restore_secrets(folder, station)
+            lines = stop_orphaned_jobs(folder.root, plan, station, station_copy or "built-in simulated station")
+            if lines:
+                return lines
         raise InputError(folder.root, "RUN_DIR", MISSING, "no runner is running this folder")
     control_mod.request(folder, command)  # type: ignore[arg-type]
+    return []

@@ -119,8 +119,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     from . import api  # drivers load only for commands that need them
 
-    api.request_control(args.run_dir, args.command)
-    print(f"asked the runner of {args.run_dir} to {args.command}")
+    lines = api.request_control(args.run_dir, args.command)
+    for line in lines:  # no runner alive: the vendor jobs it left running were stopped directly
+        print(line)
+    if not lines:
+        print(f"asked the runner of {args.run_dir} to {args.command}")
     return EXIT_OK
 
 
@@ -219,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     for name, text in (("pause", "pause a running run at its next safe point"),
-                       ("stop", "stop a running run safely (channels off, VT held)")):
+                       ("stop", "stop a running run safely (channels off, VT held); with no runner alive, stop the "
+                                "vendor jobs it left running on program cyclers")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", metavar="RUN_DIR")
         p.set_defaults(func=cmd_control, command=name)

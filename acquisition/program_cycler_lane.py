@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -324,3 +325,49 @@ def build_program_lane(steps: list[CyclerStep], channel: ProgramCycler, bdf: Pat
     """The lane of one cell on a program cycler, polled by the run's one supervisor."""
     return ProgramCyclerLane(channel, bdf, metadata, steps, job_label(run_root, steps[0].cell),
                              poll_interval_s=poll_interval_s, supervisor=supervisor_for(clock))
+
+
+def stop_orphaned_jobs(run_root: Path, plan: Plan, station: StationSpec, source: str | Path) -> list[str]:
+    """`exsylab stop` with no runner alive: stop this run's vendor jobs still running; one line per channel.
+
+    Only real addresses: a `sim://` cycler died with the runner that started it. Nothing else is
+    touched; the journal notes what was stopped. Returns [] when the run has no program cycler.
+    """
+    from .journal import Journal
+    from .run_folder import open_run_folder
+    from .station_runtime import OpenContext, PreflightRefused, cycler_role, make_clock, open_station, roles_of
+
+    cells = {s.channel: s.cell for s in plan.steps if isinstance(s, CyclerStep)
+             if (spec := station.cyclers.get(s.channel)) is not None and is_program_driver(spec.driver)}
+    if not cells:
+        return []
+    roles = [r for r in roles_of(station, [cycler_role(c) for c in cells]) if not r.simulated]
+    lines = [f"{c}: simulated (sim://), it ended with the runner" for c in cells
+             if station.cyclers[c].resource.startswith("sim://")]
+    if roles:
+        clock = make_clock(station, roles, virtual_start_s=0.0)
+        try:
+            runtime = open_station(station, clock, roles, OpenContext(workdir=run_root),
+                                   holder=f"exsylab stop {run_root}")
+        except PreflightRefused as exc:
+            raise InputError(source, exc.field, exc.address, exc.reason) from None
+        try:
+            for role in roles:
+                channel_name = role.name.split(":", 1)[1]
+                label = job_label(run_root, cells[channel_name])
+                channel = runtime.cyclers[channel_name]
+                state = channel.state()
+                if state.label == label and state.state in ("running", "paused"):
+                    channel.stop()
+                    lines.append(f"{channel_name}: stopped job {label}")
+                else:
+                    lines.append(f"{channel_name}: job {label} is not running (channel {state.state}, job "
+                                 f"{state.label!r}); nothing stopped")
+        finally:
+            runtime.close(make_safe=False)
+    journal = Journal(open_run_folder(run_root).journal)
+    try:
+        journal.event(None, "vendor_jobs_stopped", at=time.time(), detail={"lines": lines})
+    finally:
+        journal.close()
+    return lines

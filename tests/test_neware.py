@@ -220,21 +220,27 @@ def _start_sim(tmp_path: Path, speed: float) -> tuple[subprocess.Popen, Path]:
     return proc, station
 
 
+def _run_and_kill(tmp_path: Path, bench_station: Path, loops: int) -> tuple[dict, Path]:
+    """Run a short protocol on the bench's nw1 and kill -9 the runner after its 4th journal transaction."""
+    station = yaml.safe_load(bench_station.read_text())
+    station["cyclers"]["nw1"]["poll_interval"] = "20 s"
+    station["lock_dir"] = str(tmp_path / "locks")
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(yaml.safe_dump(station))
+    protocol = short_protocol(tmp_path / "p.yaml", loops=loops)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "EXSYLAB_TEST_HOOK": json.dumps({"after_transitions": 4})}
+    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "hooked_exsylab.py"), "run", str(protocol),
+                             "--station", str(station_file), "--run-dir", str(run_dir)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    return station, run_dir
+
+
 def test_kill_9_during_a_neware_job_then_resume_reattaches_and_writes_every_record_once(tmp_path: Path) -> None:
     sim, bench_station = _start_sim(tmp_path, speed=20_000.0)
     try:
-        station = yaml.safe_load(bench_station.read_text())
-        station["cyclers"]["nw1"]["poll_interval"] = "20 s"
-        station["lock_dir"] = str(tmp_path / "locks")
-        station_file = tmp_path / "station.yaml"
-        station_file.write_text(yaml.safe_dump(station))
-        protocol = short_protocol(tmp_path / "p.yaml", loops=4)
-        run_dir = tmp_path / "run"
-        env = {**os.environ, "EXSYLAB_TEST_HOOK": json.dumps({"after_transitions": 4})}
-        killed = subprocess.run([sys.executable, str(ROOT / "tests" / "hooked_exsylab.py"), "run", str(protocol),
-                                 "--station", str(station_file), "--run-dir", str(run_dir)], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=300)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        station, run_dir = _run_and_kill(tmp_path, bench_station, loops=4)
         rows_at_kill = len(read_bdf(run_dir / "cycler" / "cellA.csv")[VOLTAGE])
         time.sleep(1.0)  # the cell cycles on for ~5 simulated hours while nobody watches
         resumed = subprocess.run([sys.executable, "-m", "acquisition.cli", "resume", str(run_dir)], cwd=ROOT,
@@ -285,3 +291,20 @@ def test_exsylab_stop_stops_the_vendor_job(tmp_path: Path) -> None:
     assert result.status == "stopped"
     assert channel.workstatus == "stop" and channel.barcode == job_label(run_dir, "cellA") and channel.starts == 1
     assert len(read_bdf(run_dir / "cycler" / "cellA.csv")[VOLTAGE]) == len(channel.records)  # the stop's record too
+
+
+def test_exsylab_stop_after_kill_9_stops_the_job_the_dead_runner_left(tmp_path: Path) -> None:
+    sim, bench_station = _start_sim(tmp_path, speed=2_000.0)
+    try:
+        station, run_dir = _run_and_kill(tmp_path, bench_station, loops=20)
+        stop = [sys.executable, "-m", "acquisition.cli", "stop", str(run_dir)]
+        first = subprocess.run(stop, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        again = subprocess.run(stop, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        with aurora.NewareAPI(port=int(station["cyclers"]["nw1"]["resource"].rsplit(":", 1)[1])) as nw:
+            status = nw.inquire("21-1-1")["21-1-1"]
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(timeout=30)
+    assert first.returncode == 0 and f"nw1: stopped job {job_label(run_dir, 'cellA')}" in first.stdout, first.stderr
+    assert again.returncode == 0 and "nothing stopped" in again.stdout
+    assert status["workstatus"] == "stop" and status["barcode"] == job_label(run_dir, "cellA")
