@@ -27,6 +27,8 @@ from .control import Control, RunLock, runner_alive
 from .calibration_run import run_fit_calibration
 from .cycler_lane import CyclerLane, limits_of
 from .adaptive_report import adaptive_status
+from .program_cycler_lane import (ProgramCyclerLane, build_program_lane, check_programs, is_program_driver,
+                                  stop_orphaned_jobs)
 from .journal import Journal
 from .nmr_lane import ACQUISITION_STEPS, NmrLane, planned_collisions
 from .notify import Notifier
@@ -52,6 +54,7 @@ def start_run(protocol_paths: Sequence[str | Path], station_path: str | Path | N
     checked: a refusal is an InputError naming the station file, the instrument and the reason.
     """
     plan, station = load_plan(protocol_paths, station_path)
+    check_programs(plan, station, station_path or "built-in simulated station")
     if run_dir is None:
         from .run_folder import default_run_dir
 
@@ -93,6 +96,7 @@ def resume_run(run_dir: str | Path, *, show_progress: bool = True, signals: bool
     protocols = folder.protocol_copies()
     station_copy = folder.station_copy()
     plan, station = load_plan(protocols, station_copy)
+    check_programs(plan, station, station_copy or "built-in simulated station")
     restore_secrets(folder, station)  # the copy leaves the webhook token out
     if folder.plan.exists():
         recorded = json.loads(folder.plan.read_text())
@@ -205,7 +209,7 @@ def _run_lanes(folder: RunFolder, plan: Plan, runtime: StationRuntime, cells: di
             return runner.run()
     finally:
         for lane in lanes.values():
-            if isinstance(lane, CyclerLane):
+            if isinstance(lane, (CyclerLane, ProgramCyclerLane)):
                 lane.close()
         runtime.close()
 
@@ -227,14 +231,20 @@ def _nmr_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: Run
 
 
 def _cycler_lane(lane: str, steps: list[Step], runtime: StationRuntime, folder: RunFolder,
-                 cells: dict[str, dict[str, Any]]) -> CyclerLane:
+                 cells: dict[str, dict[str, Any]]) -> CyclerLane | ProgramCyclerLane:
+    """A host-driven lane on a source-meter, or the program-cycler lane when the registry says the driver runs programs."""
     first = steps[0]
     assert isinstance(first, CyclerStep)
     bdf = cell_bdf_path(folder.cycler, first.cell, runtime.station.institution, runtime.clock.now())
-    channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
+    spec = runtime.station.cyclers[first.channel]
     meta = {**cells.get(first.channel, {}), "instrument": runtime.summaries.get(cycler_role(first.channel), ""),
-            "resource": runtime.station.cyclers[first.channel].resource}
-    return CyclerLane(channel, bdf, meta, [s for s in steps if isinstance(s, CyclerStep)])
+            "resource": spec.resource}
+    cycler_steps = [s for s in steps if isinstance(s, CyclerStep)]
+    if is_program_driver(spec.driver):
+        return build_program_lane(cycler_steps, runtime.cyclers[first.channel], bdf, meta, folder.root,
+                                  spec.poll_interval_s, runtime.clock)
+    channel = runtime.cycler_channel(first.channel, limits_of(first), _test_start_unix_s(bdf))
+    return CyclerLane(channel, bdf, meta, cycler_steps)
 
 
 LANE_BUILDERS: dict[str, Callable[..., Any]] = {"nmr": _nmr_lane, "cycler": _cycler_lane}
@@ -358,9 +368,21 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         journal.close()
 
 
-def request_control(run_dir: str | Path, command: str) -> None:
-    """pause / stop / run (resume) a live runner from another process."""
+def request_control(run_dir: str | Path, command: str) -> list[str]:
+    """pause / stop / run (resume) a live runner from another process.
+
+    `stop` with no runner alive stops the run's vendor jobs that still run on program cyclers
+    (they outlive exsylab); returns one line per channel then, [] when a live runner was asked.
+    """
     folder = open_run_folder(Path(run_dir))
     if not runner_alive(folder):
+        if command == "stop" and folder.journal.exists():
+            station_copy = folder.station_copy()
+            plan, station = load_plan(folder.protocol_copies(), station_copy)
+            restore_secrets(folder, station)
+            lines = stop_orphaned_jobs(folder.root, plan, station, station_copy or "built-in simulated station")
+            if lines:
+                return lines
         raise InputError(folder.root, "RUN_DIR", MISSING, "no runner is running this folder")
     control_mod.request(folder, command)  # type: ignore[arg-type]
+    return []

@@ -68,7 +68,10 @@ def _block_summaries(plan: Plan) -> list[str]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan, _ = load_plan(args.protocol, args.station)
+    plan, station = load_plan(args.protocol, args.station)
+    from .program_cycler_lane import check_programs
+
+    check_programs(plan, station, args.station or "built-in simulated station")
     if args.json:
         print(json.dumps(plan.to_json_dict(), indent=1))
     else:
@@ -120,8 +123,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     from . import api  # drivers load only for commands that need them
 
-    api.request_control(args.run_dir, args.command)
-    print(f"asked the runner of {args.run_dir} to {args.command}")
+    lines = api.request_control(args.run_dir, args.command)
+    for line in lines:  # no runner alive: the vendor jobs it left running were stopped directly
+        print(line)
+    if not lines:
+        print(f"asked the runner of {args.run_dir} to {args.command}")
     return EXIT_OK
 
 
@@ -232,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     for name, text in (("pause", "pause a running run at its next safe point"),
-                       ("stop", "stop a running run safely (channels off, VT held)")):
+                       ("stop", "stop a running run safely (channels off, VT held); with no runner alive, stop the "
+                                "vendor jobs it left running on program cyclers")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", metavar="RUN_DIR")
         p.set_defaults(func=cmd_control, command=name)

@@ -22,10 +22,16 @@ Kind = Literal["vt", "spectrometer", "cycler"]
 
 @dataclass(frozen=True)
 class DriverEntry:
-    """Where a driver and its simulator live ("module:function"); simulator None: simulated with its host."""
+    """Where a driver and its simulator live ("module:function"); simulator None: simulated with its host.
+
+    `program_check` marks a cycler that runs its own step programs (the program-cycler lane drives
+    it): "module:function" taking a ChannelProgram and raising ProgramRefused, with no wire, so
+    that `exsylab plan` refuses what the dialect cannot express.
+    """
 
     driver: str
     simulator: str | None
+    program_check: str | None = None
 
 
 REGISTRY: dict[Kind, dict[str, DriverEntry]] = {
@@ -38,6 +44,8 @@ REGISTRY: dict[Kind, dict[str, DriverEntry]] = {
     },
     "cycler": {
         "keithley2450": DriverEntry("drivers.keithley2450:open_from_station", "hardware_sim.smu_sim:simulate_for_station"),
+        "neware-bts": DriverEntry("drivers.neware_bts:open_from_station", "hardware_sim.bts_sim:simulate_for_station",
+                                  program_check="drivers.neware_bts:check_program"),
     },
 }
 

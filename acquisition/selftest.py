@@ -114,9 +114,28 @@ def _check_runtime(runtime: StationRuntime, checks: _Checks) -> None:
         _check_topspin(runtime.spectrometer, checks)
     if runtime.vt is not None and runtime.station.vt is not None and "vt" in passed:
         _check_vt(runtime.vt, checks)
+    from .program_cycler_lane import is_program_driver
+
     for name, smu in runtime.cyclers.items():
         if f"cycler:{name}" in passed:
-            _check_cycler(name, smu, runtime.station.cyclers[name], checks)
+            spec = runtime.station.cyclers[name]
+            if is_program_driver(spec.driver):
+                _check_program_cycler(name, smu, checks)
+            else:
+                _check_cycler(name, smu, spec, checks)
+
+
+def _check_program_cycler(name: str, channel: Any, checks: _Checks) -> None:
+    """A program-running cycler's channel: its state and last voltage, read only (nothing is started)."""
+
+    def state() -> tuple[bool, str]:
+        s = channel.state()
+        voltage = f"{s.voltage_v:.4f} V" if s.voltage_v is not None else "no voltage"
+        job = f", job {s.label}" if s.label else ""
+        reason = f" ({s.reason})" if s.reason else ""
+        return s.state not in ("alarm", "protection"), f"state {s.state}{reason}, last voltage {voltage}{job}"
+
+    checks.run(f"cycler {name}", "channel state", state)
 
 
 def _check_topspin(driver: TopSpinDriver, checks: _Checks) -> None:

@@ -59,7 +59,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         print(f"  station file : {station_out.resolve()}")
         print(f"  VT (pty)     : {station['vt']['port']}")
         for name, cycler in station["cyclers"].items():
-            print(f"  cycler {name:6s}: {cycler['resource']}")
+            where = cycler["resource"]
+            if cycler["driver"] == "neware-bts":
+                where += f" (Neware BTS, channel {cycler['device_id']}-{cycler['subdevice_id']}-{cycler['channel_id']})"
+            print(f"  cycler {name:6s}: {where}")
         print(f"  TopSpin      : automation {bench.automation_dir}, data {bench.data_dir}")
         print(f"  template     : {bench.template[0]}/{bench.template[1]}")
         print("Ctrl-C or SIGTERM stops it.", flush=True)

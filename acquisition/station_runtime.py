@@ -210,7 +210,8 @@ def open_role(runtime: StationRuntime, role: Role, ctx: OpenContext) -> None:
     """Open (and for sim:// first start) one instrument, then preflight it; PreflightRefused on any problem."""
     entry = _entry(role)
     address = role.address
-    context: dict[str, Any] = {"seed": ctx.seed, "peers": runtime.simulators, "templates": ctx.templates}
+    context: dict[str, Any] = {"seed": ctx.seed, "peers": runtime.simulators, "templates": ctx.templates,
+                               "workdir": ctx.workdir}
     if ctx.io_timeout_s is not None:
         context["timeout_s"] = ctx.io_timeout_s
     if role.kind == "spectrometer":

@@ -74,6 +74,7 @@ class ProgramRecord:
     voltage_v: float
     current_a: float
     charge_capacity_ah: float
+    """Charge passed in this record's step so far (the instrument's step capacity; 0 on a discharge)."""
     discharge_capacity_ah: float
     cycle: int
     vendor_step: int
@@ -91,8 +92,11 @@ class ProgramCycler(Protocol):
     def check(self, steps: Sequence[ProgramStep]) -> None:
         """Raise ProgramRefused for the first step this dialect cannot express (pure, no wire)."""
 
+    def attach(self, program: ChannelProgram) -> None:
+        """Watch this program's job, already on the channel (resume): map its counters to plan steps; starts nothing."""
+
     def start(self, program: ChannelProgram) -> None:
-        """Compile, send and start the program on the channel."""
+        """Compile, send and start the program on the channel (and attach to it)."""
 
     def state(self) -> ChannelState:
         """Poll the channel's status."""

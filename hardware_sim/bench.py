@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.clock import RealClock
+from hardware_sim.bts_sim import BtsServer
 from hardware_sim.cell import Li2SCell
 from hardware_sim.smu_sim import SimulatedKeithley2450
 from hardware_sim.topspin_sim import TEMPLATE_NAME, SimulatedTopSpin
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 TEMPLATE_EXPNO = 1
 CHANNELS = ("ch1", "ch2")
+BTS_LAYOUT = {21: {1: 8, 2: 8}}
+"""The simulated Neware BTS server: device 21, sub-devices 1 and 2, eight channels each."""
+BTS_STATION_CHANNELS = {"nw1": (21, 1, 1), "nw2": (21, 1, 2)}
+"""The BTS channels the written station file names (the others are there for aurora-neware and the like)."""
 VT_LIMITS_K = (173.0, 423.0)
 VT_MAX_RAMP_K_PER_MIN = 5.0
 CALIBRATION_MAS_RATE_HZ = 10_000.0
@@ -45,6 +50,9 @@ class SimBench:
         self.smus: dict[str, SimulatedKeithley2450] = {
             name: SimulatedKeithley2450(self.clock, Li2SCell(seed=self.seed + i)) for i, name in enumerate(channels)}
         self.resources: dict[str, str] = {}
+        self.bts = BtsServer(self.clock, name="bts", seed=self.seed + 100)
+        self.bts.add_devices(BTS_LAYOUT)
+        self.bts_resource = ""
         self._started = False
 
     def start(self) -> dict[str, Any]:
@@ -58,6 +66,7 @@ class SimBench:
             self.topspin.start()
             for name, smu in self.smus.items():
                 self.resources[name] = smu.start()
+            self.bts_resource = self.bts.start()
         except BaseException:
             self.stop()
             raise
@@ -67,7 +76,8 @@ class SimBench:
 
     def stop(self) -> None:
         """Stop every simulator; the data and automation folders stay. Never raises."""
-        for name, sim in [*self.smus.items(), ("topspin", self.topspin), ("vt", self.vt)]:
+        sims: list[tuple[str, Any]] = [*self.smus.items(), ("bts", self.bts), ("topspin", self.topspin), ("vt", self.vt)]
+        for name, sim in sims:
             if sim is None:
                 continue
             try:
@@ -112,7 +122,12 @@ class SimBench:
                                  "thermometer": "simulated (thermal model)",
                                  "points": [[low_k, low_k + heating_k], [high_k, high_k + heating_k]]}],
             },
-            "cyclers": {name: {"driver": "keithley2450", "resource": resource, "voltage_min": "-0.5 V",
-                               "voltage_max": "5 V", "current_max": "100 mA"}
-                        for name, resource in self.resources.items()},
+            "cyclers": {**{name: {"driver": "keithley2450", "resource": resource, "voltage_min": "-0.5 V",
+                                  "voltage_max": "5 V", "current_max": "100 mA"}
+                           for name, resource in self.resources.items()},
+                        **{name: {"driver": "neware-bts", "resource": self.bts_resource, "device_id": key[0],
+                                  "subdevice_id": key[1], "channel_id": key[2], "voltage_min": "0 V",
+                                  "voltage_max": "5 V", "current_max": "10 mA",
+                                  "step_dir": str(self.workdir / "neware-steps")}
+                           for name, key in BTS_STATION_CHANNELS.items()}},
         }

@@ -126,6 +126,15 @@ class Li2SCell:
 
     # --- time evolution --------------------------------------------------------------------
 
+    def snapshot(self) -> tuple[float, float, float, float]:
+        """The state, to go back to (a simulator finding the moment a cut-off was crossed)."""
+        return self.stored_mah_g, self.charge_throughput_mah_g, self.hysteresis, self.eta_rc_v
+
+    def restore(self, state: tuple[float, float, float, float]) -> None:
+        """Return to a state from `snapshot()`."""
+        self.stored_mah_g, self.charge_throughput_mah_g, self.hysteresis, self.eta_rc_v = state
+        self._ocv_cache = None
+
     def advance(self, dt_s: float, current_a: float) -> None:
         """Integrate `dt_s` seconds at constant `current_a` (exact for the linear parts)."""
         if dt_s <= 0:

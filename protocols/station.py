@@ -174,6 +174,8 @@ class CyclerSpec(FileModel):
     current_max_a: Amperes = Field(alias="current_max", gt=0)
     ambient_temperature_k: Kelvin | None = Field(
         None, alias="ambient_temperature", gt=0, description="around the cell (room or climate chamber); BDF column")
+    poll_interval_s: Seconds = Field(1.0, alias="poll_interval", gt=0, le=3600,
+                                     description="how often a program-running cycler's channel is polled")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CyclerSpec":

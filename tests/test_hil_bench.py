@@ -40,7 +40,7 @@ def test_plain_pyserial_client_gets_lake_shore_answers(hil_station: Path) -> Non
 def test_plain_pyvisa_client_gets_keithley_answers(hil_station: Path) -> None:
     station = load_station(hil_station)
     rm = pyvisa.ResourceManager("@py")
-    for cycler in station.cyclers.values():
+    for cycler in (c for c in station.cyclers.values() if c.driver == "keithley2450"):
         inst = rm.open_resource(cycler.resource, read_termination="\n", write_termination="\n", timeout=2000)
         try:
             assert "MODEL 2450" in inst.query("*IDN?")
