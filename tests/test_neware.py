@@ -39,6 +39,12 @@ CAPACITY_REL = 1e-3
 VOLTAGE_END_V = 5e-3
 
 
+def _bdf(cycler_dir: Path, cell: str) -> Path:
+    """The cell's one BDF file (named INSTITUTION__CELL__DATE_NNN.bdf.csv)."""
+    (path,) = cycler_dir.glob(f"*__{cell}__*.bdf.csv")
+    return path
+
+
 def neware_station(path: Path, channels: dict[str, tuple[str, tuple[int, int, int]]], *, poll: str = "1 s",
                    extra: dict | None = None) -> Path:
     """A station file of neware-bts channels: name -> (resource, (device, sub-device, channel))."""
@@ -161,7 +167,7 @@ def test_fixed_capacity_protocol_on_a_simulated_neware_channel_ends_every_step_o
             assert abs(outcome["final_voltage_v"] - step.end_voltage_v) <= VOLTAGE_END_V
     transitions = db.execute("SELECT COUNT(*) FROM events WHERE status = 'vendor_step'").fetchone()[0]
     assert transitions == len(steps)  # the first record, then one per step change
-    columns = read_bdf(folder.cycler / "Li2S-LiI-LPSC-cell1.csv")
+    columns = read_bdf(_bdf(folder.cycler, "Li2S-LiI-LPSC-cell1"))
     assert sum(o["samples"] for o in outcomes.values()) == len(columns[VOLTAGE])
     assert all(columns[CHARGE_AH][1:] >= columns[CHARGE_AH][:-1]) and all(columns[DISCHARGE_AH][1:] >= columns[DISCHARGE_AH][:-1])
 
@@ -202,7 +208,7 @@ def test_a_channel_in_protection_fails_that_lane_only(tmp_path: Path) -> None:
     assert lanes == {"cycler:nw1": "done", "cycler:nw2": "failed"}, result.lanes
     assert "protection" in result.lanes["cycler:nw2"].message
     assert server.channels[(21, 1, 1)].workstatus == "finish" and server.channels[(21, 1, 2)].workstatus == "protect"
-    assert len(read_bdf(folder.cycler / "cellB.csv")[VOLTAGE]) == len(server.channels[(21, 1, 2)].records)
+    assert len(read_bdf(_bdf(folder.cycler, "cellB"))[VOLTAGE]) == len(server.channels[(21, 1, 2)].records)
 
 
 # --- kill -9, then resume ---------------------------------------------------------------------------------
@@ -241,12 +247,12 @@ def test_kill_9_during_a_neware_job_then_resume_reattaches_and_writes_every_reco
     sim, bench_station = _start_sim(tmp_path, speed=20_000.0)
     try:
         station, run_dir = _run_and_kill(tmp_path, bench_station, loops=4)
-        rows_at_kill = len(read_bdf(run_dir / "cycler" / "cellA.csv")[VOLTAGE])
+        rows_at_kill = len(read_bdf(_bdf(run_dir / "cycler", "cellA"))[VOLTAGE])
         time.sleep(1.0)  # the cell cycles on for ~5 simulated hours while nobody watches
         resumed = subprocess.run([sys.executable, "-m", "acquisition.cli", "resume", str(run_dir)], cwd=ROOT,
                                  capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-        columns = read_bdf(run_dir / "cycler" / "cellA.csv")
+        columns = read_bdf(_bdf(run_dir / "cycler", "cellA"))
         nw = aurora.NewareAPI(port=int(station["cyclers"]["nw1"]["resource"].rsplit(":", 1)[1]))
         with nw:
             counts = nw.inquiredf("21-1-1")["21-1-1"]
@@ -290,7 +296,7 @@ def test_exsylab_stop_stops_the_vendor_job(tmp_path: Path) -> None:
         server.stop()
     assert result.status == "stopped"
     assert channel.workstatus == "stop" and channel.barcode == job_label(run_dir, "cellA") and channel.starts == 1
-    assert len(read_bdf(run_dir / "cycler" / "cellA.csv")[VOLTAGE]) == len(channel.records)  # the stop's record too
+    assert len(read_bdf(_bdf(run_dir / "cycler", "cellA"))[VOLTAGE]) == len(channel.records)  # the stop's record too
 
 
 def test_exsylab_stop_after_kill_9_stops_the_job_the_dead_runner_left(tmp_path: Path) -> None:
