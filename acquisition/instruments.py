@@ -38,6 +38,8 @@ REGISTRY: dict[Kind, dict[str, DriverEntry]] = {
     },
     "cycler": {
         "keithley2450": DriverEntry("drivers.keithley2450:open_from_station", "hardware_sim.smu_sim:simulate_for_station"),
+        "maccor-macnet": DriverEntry("drivers.maccor_macnet:open_from_station",
+                                     "hardware_sim.macnet_sim:simulate_for_station"),  # program-running (ProgramCycler)
     },
 }
 
