@@ -432,31 +432,48 @@ class MaccorChannel:
         if name == "alarm" and not reason:
             reason = STATUS_WORDS.get(stat, f"status {stat}")
         if stat not in HAS_TEST:
-            self._job = None
             return ChannelState(name, None, None, None, voltage_v, current_a, reason)
         _test, proc = self._job_names()
         label, step_map = self._procedure(proc)
         return ChannelState(name, label, step_map.index_of(vendor_step), cycle + 1, voltage_v, current_a, reason)
 
     def records_after(self, record_id: int | None) -> list[ProgramRecord]:
-        """Every record of the job after `record_id` (None: all), from the channel's data file."""
-        last = self._status().get("LastRecNum")
-        if not isinstance(last, int):
-            raise CyclerCommunicationError(f"{self.where}: channel status (4, 7) without LastRecNum")
-        if last == 0 or (record_id is not None and last <= record_id):
+        """Every record of the job after `record_id` (None: all), from the channel's data file.
+
+        While the channel holds the test, the file is read only when (4, 7) LastRecNum says records
+        were added; after a reset, the last job this driver saw is read from the archive.
+        """
+        status = self._status()
+        if self._stat_of(status) in HAS_TEST:
+            last = status.get("LastRecNum")
+            if not isinstance(last, int):
+                raise CyclerCommunicationError(f"{self.where}: channel status (4, 7) without LastRecNum")
+            if last == 0 or (record_id is not None and last <= record_id):
+                return []
+            test, proc = self._job_names()
+            folders = (wire.FILE_ACTIVE, wire.FILE_ARCHIVE)
+        elif self._job is not None:
+            test, proc = self._job
+            folders = (wire.FILE_ARCHIVE,)
+        else:
             return []
-        test, proc = self._job if self._job is not None else self._job_names()
         _label, step_map = self._procedure(proc)
         name = f"{test}.{self.number:03d}"
-        try:
-            content = self.get_file(wire.FILE_ACTIVE, name)
-        except MacNetRefused:
-            content = self.get_file(wire.FILE_ARCHIVE, name)  # a reset test's file has moved to the archive
+        content = self._data_file(name, folders)
         try:
             rows = parse_rows(content.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CyclerCommunicationError(f"{self.where}: data file {name}: {exc}") from None
         return _records(rows, step_map, record_id, self.where)
+
+    def _data_file(self, name: str, folders: tuple[int, ...]) -> bytes:
+        """The data file from the first folder that has it (a reset test's file has moved to the archive)."""
+        for folder in folders[:-1]:
+            try:
+                return self.get_file(folder, name)
+            except MacNetRefused:
+                continue
+        return self.get_file(folders[-1], name)
 
     def stop(self) -> None:
         """(6, 5) reset: the test ends, the channel's output is off."""
