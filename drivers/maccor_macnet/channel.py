@@ -193,7 +193,8 @@ class MaccorChannel:
                 return with_retries(once, attempts=attempts, wait_s=self._retry_wait_s, sleep=self._clock.sleep,
                                     retry_on=(_Transient,), on_retry=note)
             except _Transient as exc:
-                how = f"after {attempts} attempts" if attempts > 1 else "(sent once, not retried)"
+                how = (f"after {attempts} attempts" if attempts > 1 else "(no retries allowed)" if retry
+                       else "(sent once: a start is never repeated)")
                 raise CyclerCommunicationError(f"{self.where}: {what} failed {how}: {exc}") from exc
 
     def call(self, fclass: int, fnum: int, *, retry: bool = True, **params: Any) -> dict[str, Any]:
@@ -372,7 +373,7 @@ class MaccorChannel:
 
     def _set_safety(self, program: ChannelProgram) -> None:
         limits = program.limits
-        wanted = {"VSafeMax": limits.voltage_max_v, "VSafeMin": limits.voltage_min_v,
+        wanted: dict[str, Any] = {"VSafeMax": limits.voltage_max_v, "VSafeMin": limits.voltage_min_v,
                   "ISafeChg": limits.current_max_a, "ISafeDis": limits.current_max_a,
                   "PBatSafeChg": 0.0, "PBatSafeDis": 0.0}
         echo = self.call(6, 10, Chan=self.number - 1, **wanted)
@@ -451,7 +452,7 @@ class MaccorChannel:
             if last == 0 or (record_id is not None and last <= record_id):
                 return []
             test, proc = self._job_names()
-            folders = (wire.FILE_ACTIVE, wire.FILE_ARCHIVE)
+            folders: tuple[int, ...] = (wire.FILE_ACTIVE, wire.FILE_ARCHIVE)
         elif self._job is not None:
             test, proc = self._job
             folders = (wire.FILE_ARCHIVE,)
