@@ -141,6 +141,8 @@ class Test:
     steps: list[SimStep]
     start_unix_s: float
     rows: list[DataRow] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    """The data file's lines, formatted once as each record is written."""
     step_no: int = 1
     cycle: int = 0
     test_time_s: float = 0.0
@@ -151,7 +153,7 @@ class Test:
 
     def data_file(self) -> bytes:
         """The data file as the tester serves it over (1, 7)."""
-        return ("\n".join([header_line(), *map(format_row, self.rows)]) + "\n").encode("utf-8")
+        return ("\n".join([header_line(), *self.lines]) + "\n").encode("utf-8")
 
 
 class SimChannel:
@@ -251,8 +253,10 @@ class SimChannel:
     def _record(self, test: Test, end_status: int) -> None:
         voltage_v, current_a = self.cell.measured(self._current_a)
         state = "C" if self._current_a > 0 else "D" if self._current_a < 0 else "R"
-        test.rows.append(DataRow(len(test.rows) + 1, test.cycle, test.step_no, test.test_time_s, test.step_time_s,
-                                 test.step_ah, test.step_wh, current_a, voltage_v, state, end_status, self._t))
+        row = DataRow(len(test.rows) + 1, test.cycle, test.step_no, test.test_time_s, test.step_time_s, test.step_ah,
+                      test.step_wh, current_a, voltage_v, state, end_status, self._t)
+        test.rows.append(row)
+        test.lines.append(format_row(row))
 
     def _integrate(self, test: Test, dt_s: float) -> None:
         current = self._current_a

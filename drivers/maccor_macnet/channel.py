@@ -99,6 +99,8 @@ class MaccorChannel:
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.retry_count = 0
+        self.bytes_read = 0
+        """Bytes of files read over (1, 7) (MacNet has no partial read: each data download is the whole file)."""
         self._clock = clock
         self._retry_wait_s = retry_wait_s
         self._lock = threading.RLock()
@@ -110,6 +112,7 @@ class MaccorChannel:
         """Largest charge current of the channel ((3, 1) IR4Chg); None when the tester does not say."""
         self._job: tuple[str, str] | None = None  # (test name, procedure name) of the job on the channel
         self._procedures: dict[str, tuple[str, StepMap]] = {}  # procedure name -> (job label, step map)
+        self._data: _JobRecords | None = None  # the job's data file as read so far
         self._closed = False
 
     @property
@@ -293,7 +296,9 @@ class MaccorChannel:
                 parts.append(payload)
                 self._binary_send(wire.binary_message(1, 7, 0, wire.FILE_HEADER.pack(file_type, wire.OP_ACK, word)))
                 if len(payload) < wire.BLOCK_BYTES:
-                    return b"".join(parts)
+                    content = b"".join(parts)
+                    self.bytes_read += len(content)
+                    return content
                 expected += 1
 
         try:
@@ -460,12 +465,11 @@ class MaccorChannel:
             return []
         _label, step_map = self._procedure(proc)
         name = f"{test}.{self.number:03d}"
-        content = self._data_file(name, folders)
-        try:
-            rows = parse_rows(content.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CyclerCommunicationError(f"{self.where}: data file {name}: {exc}") from None
-        return _records(rows, step_map, record_id, self.where)
+        if self._data is None or self._data.name != name:
+            self._data = _JobRecords(name, step_map, self.where)
+        if not self._data.records or record_id is None or self._data.records[-1].record_id <= record_id:
+            self._data.update(self._data_file(name, folders))
+        return self._data.after(record_id)
 
     def _data_file(self, name: str, folders: tuple[int, ...]) -> bytes:
         """The data file from the first folder that has it (a reset test's file has moved to the archive)."""
@@ -494,30 +498,54 @@ def _label_of(xml: bytes, proc: str) -> str:
     return desc[len("exsylab job "):] if desc.startswith("exsylab job ") else proc
 
 
-def _records(rows: list[DataRow], step_map: StepMap, after: int | None, where: str) -> list[ProgramRecord]:
-    """Rows -> ProgramRecords with capacities summed over the job (Maccor counts each step from zero)."""
-    out: list[ProgramRecord] = []
-    charge_done_ah = discharge_done_ah = 0.0
-    previous: DataRow | None = None
-    expected = 1
-    for row in rows:
-        if row.record != expected:
-            raise CyclerCommunicationError(f"{where}: data record {row.record} follows {expected - 1}")
-        expected += 1
+class _JobRecords:
+    """The records of one data file, parsed once: a new download parses only the lines after the known prefix."""
+
+    def __init__(self, name: str, step_map: StepMap, where: str) -> None:
+        self.name = name
+        self._step_map = step_map
+        self._where = where
+        self._prefix = b""
+        self._lines = 0
+        self.records: list[ProgramRecord] = []
+        self._charge_done_ah = self._discharge_done_ah = 0.0
+        self._previous: DataRow | None = None
+
+    def update(self, content: bytes) -> None:
+        """Take in a fresh download of the file (the tester only ever appends to it)."""
+        if not content.startswith(self._prefix):
+            raise CyclerCommunicationError(f"{self._where}: data file {self.name} changed below records already read")
+        complete = content[:content.rfind(b"\n") + 1]
+        tail = complete[len(self._prefix):]
+        try:
+            rows = parse_rows(tail.decode("utf-8"), first_line=self._lines + 1)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CyclerCommunicationError(f"{self._where}: data file {self.name}: {exc}") from None
+        for row in rows:
+            self._add(row)
+        self._prefix = complete
+        self._lines += tail.count(b"\n")
+
+    def _add(self, row: DataRow) -> None:
+        """Append one row as a ProgramRecord with capacities summed over the job (Maccor counts each step from 0)."""
+        if row.record != len(self.records) + 1:
+            raise CyclerCommunicationError(f"{self._where}: data record {row.record} follows {len(self.records)}")
+        previous = self._previous
         if previous is not None and (row.step, row.cycle) != (previous.step, previous.cycle):
             if previous.state == "C":
-                charge_done_ah += previous.step_capacity_ah
+                self._charge_done_ah += previous.step_capacity_ah
             elif previous.state == "D":
-                discharge_done_ah += previous.step_capacity_ah
-        previous = row
-        if after is not None and row.record <= after:
-            continue
-        index = step_map.index_of(row.step)
+                self._discharge_done_ah += previous.step_capacity_ah
+        self._previous = row
+        index = self._step_map.index_of(row.step)
         if index is None:
-            raise CyclerCommunicationError(f"{where}: data record {row.record} is on procedure step {row.step}, "
+            raise CyclerCommunicationError(f"{self._where}: data record {row.record} is on procedure step {row.step}, "
                                            "which runs no plan step")
-        charge = charge_done_ah + (row.step_capacity_ah if row.state == "C" else 0.0)
-        discharge = discharge_done_ah + (row.step_capacity_ah if row.state == "D" else 0.0)
-        out.append(ProgramRecord(row.record, row.test_time_s, row.unix_time_s, row.voltage_v, row.current_a,
-                                 charge, discharge, row.cycle + 1, row.step, index))
-    return out
+        charge = self._charge_done_ah + (row.step_capacity_ah if row.state == "C" else 0.0)
+        discharge = self._discharge_done_ah + (row.step_capacity_ah if row.state == "D" else 0.0)
+        self.records.append(ProgramRecord(row.record, row.test_time_s, row.unix_time_s, row.voltage_v, row.current_a,
+                                          charge, discharge, row.cycle + 1, row.step, index))
+
+    def after(self, record_id: int | None) -> list[ProgramRecord]:
+        """The records after `record_id` (ids are 1, 2, ... in file order)."""
+        return self.records[max(record_id or 0, 0):]

@@ -51,13 +51,19 @@ def header_line() -> str:
     return "\t".join(COLUMNS)
 
 
-def parse_rows(text: str) -> list[DataRow]:
-    """Every record of a data file, in file order; ValueError naming the line for anything malformed."""
+def parse_rows(text: str, *, first_line: int = 1) -> list[DataRow]:
+    """The records of a data file, in file order; ValueError naming the line for anything malformed.
+
+    `first_line` 1: `text` is the whole file (it must open with the column line); larger: `text`
+    continues a file whose earlier lines were parsed before.
+    """
     lines = text.splitlines()
-    if not lines or tuple(lines[0].split("\t")) != COLUMNS:
-        raise ValueError(f"data file does not start with the column line {header_line()!r}")
+    if first_line == 1:
+        if not lines or tuple(lines[0].split("\t")) != COLUMNS:
+            raise ValueError(f"data file does not start with the column line {header_line()!r}")
+        lines, first_line = lines[1:], 2
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         fields = line.split("\t")
