@@ -7,7 +7,8 @@ AdvCycle and End steps; StepTime, Amp-hr and Voltage ends that jump to their Ste
 report interval. A step ends on its capacity exactly (the crossing time is solved, not sampled),
 on its time exactly, and on its voltage by bisection to within 0.1 mV. The (6, 10) safety
 voltages are enforced on every integration piece: a violation ends the test in the Problem state
-with RF2 253, "P (V safety absolute)". A data record is written at the start of every step, at
+with RF2 253, "P (V safety absolute)"; an Amp-hr end marked ChanSafetyEnd ends it Completed with
+RF2 189, "Safety Capacity". A data record is written at the start of every step, at
 every report interval and at every step end (ES codes as in MacNet's RF2 list).
 """
 
@@ -26,6 +27,7 @@ RF1_OF_KIND = {"charge": 1, "discharge": 2, "rest": 4}
 RF1_PROBLEM, RF1_SUSPENDED, RF1_COMPLETE = 29, 30, 31
 ES_START, ES_REPORT, ES_TIME, ES_VOLTAGE, ES_CAPACITY = 0, 1, 129, 133, 136
 RF2_NONE, RF2_SUSPENDED, RF2_NORMAL_END, RF2_V_SAFETY = 128, 192, 193, 253
+RF2_SAFETY_CAPACITY = 189
 HOLD_CHARGE_AS_PER_G = 3.6
 """Charge per gram of active material integrated at most in one piece (1 mAh/g), as the SMU simulator does."""
 MAX_PIECE_S = 60.0
@@ -45,6 +47,8 @@ class End:
     oper: str
     value: float
     goto: int
+    safety: bool = False
+    """ChanSafetyEnd: the end is a safety limit (the test ends with RF2 189 "Safety Capacity")."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ def parse_procedure(xml_bytes: bytes) -> list[SimStep]:
             kinds = {"STEPTIME": "time", "AMP-HR": "capacity", "VOLTAGE": "voltage"}
             if end_type not in kinds or oper not in ("=", ">=", "<="):
                 raise ProcedureError(f"step {number}: end {end_type!r} {oper!r} is not simulated")
-            ends.append(End(kinds[end_type], oper, value, goto))
+            safety = (entry.findtext("ChanSafetyEnd") or "").strip().upper() == "TRUE"
+            ends.append(End(kinds[end_type], oper, value, goto, safety))
         report_s = None
         for report in node.iter("ReportEntry"):
             if (report.findtext("ReportType") or "").strip().upper() == "STEPTIME":
@@ -299,6 +304,11 @@ class SimChannel:
                 self._end_step(test, end, ES_TIME)
                 return
             if end.kind == "capacity" and test.step_ah >= end.value * (1 - 1e-12):
+                if end.safety:
+                    self._record(test, RF2_SAFETY_CAPACITY)
+                    self.stat, self.rf1, self.rf2 = STAT_COMPLETED, RF1_COMPLETE, RF2_SAFETY_CAPACITY
+                    self._current_a = 0.0
+                    return
                 self._end_step(test, end, ES_CAPACITY)
                 return
         if test.step_time_s >= test.next_report_s - 1e-9:

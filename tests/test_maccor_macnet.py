@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from typing import Iterator
 
 import pytest
@@ -11,6 +12,7 @@ from acquisition.instruments import REGISTRY, load
 from drivers.clock import VirtualClock
 from drivers.cycler import CyclerLimits
 from drivers.maccor_macnet import MacNetRefused, MaccorChannel, open_from_station, parse_address
+from drivers.maccor_macnet.procedure import maccor_time, procedure_xml
 from drivers.maccor_macnet.wire import object_end
 from drivers.program_cycler import ChannelProgram, ProgramRefused, ProgramStep
 from drivers.source_meter import CyclerCommunicationError, CyclerConfigurationError
@@ -219,3 +221,47 @@ def test_json_framing_splits_a_stream_of_bare_objects() -> None:
     assert object_end(stream[:end - 1]) is None
     with pytest.raises(ValueError):
         object_end(b"[1, 2]")
+
+
+def test_capacity_limit_is_held_by_the_tester(sim: SimulatedMaccor, clock: VirtualClock) -> None:
+    channel = channel_of(sim, clock)
+    limits = CyclerLimits(voltage_min_v=0.5, voltage_max_v=3.5, current_max_a=1e-3, capacity_max_ah=1e-6)
+    program = ChannelProgram("run-3:cell C", (ProgramStep(0, "charge", CURRENT_A, None, 2.3, None, 1.0),), limits)
+    channel.start(program)
+    state, records = watch(channel, clock, poll_s=60.0)
+    assert state.state == "protection" and state.reason == "Safety Capacity"
+    assert records[-1].charge_capacity_ah == pytest.approx(1e-6, rel=1e-6)
+
+
+def test_a_capacity_end_at_or_above_the_capacity_limit_is_refused(sim: SimulatedMaccor, clock: VirtualClock) -> None:
+    channel = channel_of(sim, clock)
+    limits = CyclerLimits(voltage_min_v=0.5, voltage_max_v=3.5, current_max_a=1e-3, capacity_max_ah=1e-6)
+    program = ChannelProgram("run-4:cell D", (ProgramStep(3, "charge", CURRENT_A, 2e-6, None, None, 1.0),), limits)
+    with pytest.raises(ProgramRefused, match="not below the capacity limit") as refused:
+        channel.start(program)
+    assert refused.value.step_index == 3 and sim.channels[1].test is None and not sim.procedures
+
+
+def test_a_fault_on_one_channel_stops_that_channel_only(sim: SimulatedMaccor, clock: VirtualClock) -> None:
+    healthy, faulty = channel_of(sim, clock, 1), channel_of(sim, clock, 4)
+    healthy.start(short_program("run-5:cell E"))
+    tight = CyclerLimits(voltage_min_v=0.5, voltage_max_v=1.7, current_max_a=1e-3)
+    faulty.start(ChannelProgram("run-5:cell F", (ProgramStep(0, "charge", CURRENT_A, None, 2.3, None, 1.0),), tight))
+    clock.sleep(900.0)
+    assert faulty.state().state == "protection"
+    assert healthy.state().state == "finished" and healthy.state().reason == "O (normal end)"
+    assert sim.channels[1].test is None and sim.channels[2].test is None  # the channels between are untouched
+
+
+def test_the_procedure_file_has_maccors_layout() -> None:
+    xml = procedure_xml(short_program()).decode()
+    assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<?maccor-application progid="Maccor Procedure File"?>')
+    root = ET.fromstring(xml)
+    assert [s.findtext("StepType") for s in root.iter("TestStep")] == [" Charge ", "Dischrge", "  Rest  ", "  End   "]
+    charge = next(root.iter("TestStep"))
+    ends = [(e.findtext("EndType"), e.findtext("Oper"), e.findtext("Step"), e.findtext("Value"))
+            for e in charge.iter("EndEntry")]
+    assert ends == [(" Amp-hr ", ">= ", "002", "2e-06"), ("Voltage ", ">= ", "002", "2.3")]
+    assert charge.findtext("StepMode") == "Current " and charge.findtext("StepNote") == "exsylab step 0"
+    assert charge.findtext("Reports/ReportEntry/Value") == "00:00:01.00"
+    assert maccor_time(3600 * 25 + 61.5) == "25:01:01.50"

@@ -26,7 +26,7 @@ from drivers.source_meter import CyclerCommunicationError, CyclerConfigurationEr
 
 from . import wire
 from .datafile import DataRow, parse_rows
-from .procedure import StepMap, check_steps, names_for, procedure_xml, step_map_of
+from .procedure import StepMap, check_limits, check_steps, names_for, procedure_xml, step_map_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -348,6 +348,7 @@ class MaccorChannel:
     def start(self, program: ChannelProgram) -> None:
         """Write the program as a procedure, send it, set the safety limits, check and start the test."""
         self.check(program.steps)
+        check_limits(program)
         try:
             name = names_for(program.label)
         except ValueError as exc:

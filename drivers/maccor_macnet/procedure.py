@@ -5,7 +5,8 @@ sources in docs/dialects/maccor-macnet.md): `<MaccorTestProcedure>` with a `head
 of `TestStep`s, each with StepType (8 characters, centred: ` Charge `, `Dischrge`, `  Rest  `,
 `AdvCycle`, `  End   `), StepMode (`Current `), StepValue (amps), `Ends` of `EndEntry`s (EndType,
 Oper, the 1-based 3-digit Step to go to, Value), `Reports` of `ReportEntry`s and a StepNote.
-Each step exsylab writes carries its plan step index in StepNote (`exsylab step N`), so that a
+The protocol's capacity limit is an extra Amp-hr end on every charge and discharge that goes to
+the End step, marked ChanSafetyEnd as beep's templates mark their safety ends. Each step exsylab writes carries its plan step index in StepNote (`exsylab step N`), so that a
 resumed exsylab maps the tester's step counter back to the plan from the procedure on the tester.
 """
 
@@ -100,6 +101,15 @@ def _check_step(step: ProgramStep, channel_current_max_a: float) -> None:
         raise ProgramRefused(step.index, f"voltage end {step.end_voltage_v} V must be > 0")
 
 
+def check_limits(program: ChannelProgram) -> None:
+    """Raise ProgramRefused for a step whose capacity end the program's capacity limit would cut short."""
+    limit = program.limits.capacity_max_ah
+    for step in program.steps:
+        if limit is not None and step.end_capacity_ah is not None and step.end_capacity_ah >= limit:
+            raise ProgramRefused(step.index, f"capacity end {step.end_capacity_ah} Ah is not below the capacity "
+                                             f"limit {limit} Ah (the tester would end the test there)")
+
+
 def layout(steps: Sequence[ProgramStep]) -> list[ProgramStep | str]:
     """The procedure's steps in order: an AdvCycle before every charge after the first step, then End."""
     out: list[ProgramStep | str] = []
@@ -117,16 +127,19 @@ def _text(parent: ET.Element, tag: str, value: str) -> ET.Element:
     return child
 
 
-def _end(ends: ET.Element, end_type: str, oper: str, goto: int, value: str) -> None:
+def _end(ends: ET.Element, end_type: str, oper: str, goto: int, value: str, *, safety: bool = False) -> None:
     entry = ET.SubElement(ends, "EndEntry")
     _text(entry, "EndType", end_type)
     _text(entry, "SpecialType", " ")
     _text(entry, "Oper", oper)
     _text(entry, "Step", f"{goto:03d}")
     _text(entry, "Value", value)
+    if safety:
+        _text(entry, "ChanSafetyEnd", "True")
 
 
-def _test_step(parent: ET.Element, step: ProgramStep | str, next_step: int) -> None:
+def _test_step(parent: ET.Element, step: ProgramStep | str, next_step: int, end_step: int,
+               capacity_max_ah: float | None) -> None:
     node = ET.SubElement(parent, "TestStep")
     if isinstance(step, str):
         _text(node, "StepType", step)
@@ -146,6 +159,8 @@ def _test_step(parent: ET.Element, step: ProgramStep | str, next_step: int) -> N
     if step.end_voltage_v is not None:
         oper = "<= " if step.mode == "discharge" else ">= "
         _end(ends, "Voltage ", oper, next_step, f"{step.end_voltage_v:.9g}")
+    if capacity_max_ah is not None and step.mode != "rest":  # the protocol's capacity limit, held by the tester
+        _end(ends, CAPACITY_END, ">= ", end_step, f"{capacity_max_ah:.9g}", safety=True)
     reports = ET.SubElement(node, "Reports")
     report = ET.SubElement(reports, "ReportEntry")
     _text(report, "ReportType", "StepTime")
@@ -167,7 +182,7 @@ def procedure_xml(program: ChannelProgram) -> bytes:
     proc_steps = ET.SubElement(root, "ProcSteps")
     steps = layout(program.steps)
     for number, step in enumerate(steps, start=1):
-        _test_step(proc_steps, step, number + 1)
+        _test_step(proc_steps, step, number + 1, len(steps), program.limits.capacity_max_ah)
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="unicode")
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<?maccor-application progid="Maccor Procedure File"?>\n'
