@@ -92,6 +92,9 @@ def test_a_new_driver_reattaches_and_backfills_every_record_once(sim: SimulatedM
     final, rest = watch(again, clock, poll_s=30.0, after=seen[-1].record_id)
     ids = [r.record_id for r in seen + rest]
     assert final.state == "finished" and ids == list(range(1, len(sim.channels[1].test.rows) + 1))  # type: ignore[union-attr]
+    rest_records = [r for r in rest if r.step_index == 2]  # the 60 s rest, a record every 5 s
+    assert rest_records[-1].test_time_s - rest_records[0].test_time_s == pytest.approx(60.0, abs=1e-6)
+    assert len(rest_records) == 13 and all(r.current_a == 0.0 for r in rest_records)
 
 
 def test_stop_resets_the_channel_and_the_data_stay_readable_from_the_archive(sim: SimulatedMaccor,
