@@ -10,11 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.cycler_lane import limits_of
+from drivers.cycler import CyclerLimits
 from drivers.program_cycler import ChannelProgram, ChannelState, ProgramCycler, ProgramRecord, ProgramStep
 from protocols import CyclerStep, compile_plan, parse_protocol, simulated_station
 from protocols.loader import read_yaml_mapping
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cycling-fixed-capacity.yaml"
+SMALL_MASS_G = 1e-5
+"""A tiny cell: minutes-long steps at the paper's current density."""
+CURRENT_A = 0.132e-3 * 0.785
+LIMITS = CyclerLimits(voltage_min_v=0.5, voltage_max_v=3.5, current_max_a=1e-3)
+
+
+def short_program(label: str = "run-1:cell A") -> ChannelProgram:
+    """Charge 200 mAh/g (or to 2.3 V), discharge to 0.8 V, rest 60 s: about 200 s on a SMALL_MASS_G cell."""
+    return ChannelProgram(label, (
+        ProgramStep(0, "charge", CURRENT_A, 200 * SMALL_MASS_G * 1e-3, 2.3, None, 1.0),
+        ProgramStep(1, "discharge", CURRENT_A, None, 0.8, None, 1.0),
+        ProgramStep(2, "rest", 0.0, None, None, 60.0, 5.0)), LIMITS)
 
 
 def example_plan_steps(*, active_mass: str | None = None, cycles: int | None = None,

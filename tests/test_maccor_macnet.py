@@ -19,11 +19,8 @@ from drivers.source_meter import CyclerCommunicationError, CyclerConfigurationEr
 from hardware_sim.cell import Li2SCell
 from hardware_sim.macnet_channel import ES_CAPACITY, ES_VOLTAGE, RF2_V_SAFETY
 from hardware_sim.macnet_sim import SimulatedMaccor
-from maccor_support import example_plan_steps, program_from_plan, watch
+from maccor_support import CURRENT_A, SMALL_MASS_G, example_plan_steps, program_from_plan, short_program, watch
 
-SMALL_MASS_G = 1e-5  # minutes-long steps at the paper's current density
-CURRENT_A = 0.132e-3 * 0.785
-LIMITS = CyclerLimits(voltage_min_v=0.5, voltage_max_v=3.5, current_max_a=1e-3)
 
 
 @pytest.fixture
@@ -41,13 +38,6 @@ def channel_of(sim: SimulatedMaccor, clock: VirtualClock, number: int = 2, **opt
     channel = MaccorChannel("127.0.0.1", sim.json_port, number, clock=clock, **options)  # type: ignore[arg-type]
     channel.preflight()
     return channel
-
-
-def short_program(label: str = "run-1:cell A") -> ChannelProgram:
-    return ChannelProgram(label, (
-        ProgramStep(0, "charge", CURRENT_A, 200 * SMALL_MASS_G * 1e-3, 2.3, None, 1.0),
-        ProgramStep(1, "discharge", CURRENT_A, None, 0.8, None, 1.0),
-        ProgramStep(2, "rest", 0.0, None, None, 60.0, 5.0)), LIMITS)
 
 
 def test_fixed_capacity_protocol_every_step_ends_on_its_capacity_or_voltage(sim: SimulatedMaccor,

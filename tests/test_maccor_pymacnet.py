@@ -15,7 +15,7 @@ from drivers.source_meter import CyclerCommunicationError
 from hardware_sim.cell import Li2SCell
 from hardware_sim.macnet_channel import STAT_ACTIVE, STAT_AVAILABLE
 from hardware_sim.macnet_sim import SimulatedMaccor
-from test_maccor_macnet import short_program
+from maccor_support import short_program
 
 pymacnet = pytest.importorskip("pymacnet")
 from pymacnet.maccorspoofer import MaccorSpoofer  # noqa: E402

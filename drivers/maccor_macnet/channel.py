@@ -346,7 +346,11 @@ class MaccorChannel:
         return self.call(4, 7, Chan=self.number - 1)
 
     def start(self, program: ChannelProgram) -> None:
-        """Write the program as a procedure, send it, set the safety limits, check and start the test."""
+        """Write the program as a procedure, send it, set the safety limits, check and start the test.
+
+        The start (6, 2) is sent once: after a CyclerCommunicationError from it, `state()` tells
+        whether the tester started the job (its label is on the channel).
+        """
         self.check(program.steps)
         check_limits(program)
         try:
@@ -355,6 +359,8 @@ class MaccorChannel:
             raise CyclerConfigurationError(f"{self.where}: {exc}") from None
         stat = self._stat_of(self._status())
         if stat == 4:  # a completed test holds the channel until it is reset (pymacnet does the same)
+            log.info("%s: resetting the completed test on the channel (its data file moves to the archive)",
+                     self.where)
             self.stop()
         elif stat not in (0, 1):
             raise CyclerConfigurationError(f"{self.where}: channel is {STATUS_WORDS.get(stat, stat)}, not "
@@ -392,12 +398,11 @@ class MaccorChannel:
                 raise CyclerConfigurationError(f"{self.where}: set safety (6, 10) {key} reads back {got}, "
                                                f"expected {value}; nothing started")
 
-    @staticmethod
-    def _stat_of(status: dict[str, Any]) -> int:
+    def _stat_of(self, status: dict[str, Any]) -> int:
         try:
             return _int(status, "Stat")
         except ValueError as exc:
-            raise CyclerCommunicationError(f"channel status (4, 7): {exc}") from None
+            raise CyclerCommunicationError(f"{self.where}: channel status (4, 7): {exc}") from None
 
     def _job_names(self) -> tuple[str, str]:
         names = self.call(4, 6, Chan=self.number - 1)
