@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 import xml.etree.ElementTree as ET
 from typing import Iterator
@@ -15,7 +17,7 @@ from drivers.maccor_macnet import MacNetRefused, MaccorChannel, open_from_statio
 from drivers.maccor_macnet.procedure import maccor_time, procedure_xml
 from drivers.maccor_macnet.wire import object_end
 from drivers.program_cycler import ChannelProgram, ProgramRefused, ProgramStep
-from drivers.source_meter import CyclerCommunicationError, CyclerConfigurationError
+from drivers.source_meter import CyclerCommunicationError, CyclerConfigurationError, CyclerUnreachable
 from hardware_sim.cell import Li2SCell
 from hardware_sim.macnet_channel import ES_CAPACITY, ES_VOLTAGE, RF2_V_SAFETY
 from hardware_sim.macnet_sim import SimulatedMaccor
@@ -258,3 +260,47 @@ def test_the_procedure_file_has_maccors_layout() -> None:
     assert charge.findtext("StepMode") == "Current " and charge.findtext("StepNote") == "exsylab step 0"
     assert charge.findtext("Reports/ReportEntry/Value") == "00:00:01.00"
     assert maccor_time(3600 * 25 + 61.5) == "25:01:01.50"
+
+
+def _raw_json(sim: SimulatedMaccor, payload: bytes) -> dict:
+    with socket.create_connection(("127.0.0.1", sim.json_port), timeout=2.0) as sock:
+        sock.sendall(payload)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += sock.recv(4096)
+    return json.loads(reply)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"not json at all", "Parse error"),
+    (b'{"jsonrpc": "2.0", "method": "Other", "params": {"FClass": 1, "FNum": 1}, "id": 1}',
+     "Method MacNet, jsonrpc 2.0 or id not found"),
+    (b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FNum": 1}, "id": 1}',
+     '"FClass" key does not exist or value syntax error'),
+    (b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": 9, "FNum": 1}, "id": 1}', "Invalid FClass"),
+    (b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": 4, "FNum": 99}, "id": 1}', "Invalid FNum"),
+    (b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": 4, "FNum": 7, "Chan": 4}, "id": 1}',
+     "Illegal value"),
+])
+def test_the_simulator_refuses_bad_json_in_the_helps_words(sim: SimulatedMaccor, payload: bytes, message: str) -> None:
+    assert _raw_json(sim, payload)["error"]["message"] == message
+
+
+def test_function_class_zero_echoes(sim: SimulatedMaccor) -> None:
+    message = {"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": 0, "FNum": 0, "x": [1, "}"]}, "id": 7}
+    assert _raw_json(sim, json.dumps(message).encode()) == message
+
+
+def test_preflight_refuses_a_channel_the_tester_does_not_have(sim: SimulatedMaccor, clock: VirtualClock) -> None:
+    channel = MaccorChannel("127.0.0.1", sim.json_port, 5, clock=clock)
+    with pytest.raises(CyclerConfigurationError, match="has 4 channels; check the station's channel setting"):
+        channel.preflight()
+
+
+def test_an_unreachable_tester_is_one_line(clock: VirtualClock) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the probe is closed
+    channel = MaccorChannel("127.0.0.1", port, 1, clock=clock, timeout_s=0.5, retries=0)
+    with pytest.raises(CyclerUnreachable, match=rf"127.0.0.1:{port} channel 1: MacNet \(1, 1\) failed .*cannot connect"):
+        channel.preflight()
