@@ -46,6 +46,9 @@ REGISTRY: dict[Kind, dict[str, DriverEntry]] = {
         "keithley2450": DriverEntry("drivers.keithley2450:open_from_station", "hardware_sim.smu_sim:simulate_for_station"),
         "neware-bts": DriverEntry("drivers.neware_bts:open_from_station", "hardware_sim.bts_sim:simulate_for_station",
                                   program_check="drivers.neware_bts:check_program"),
+        "maccor-macnet": DriverEntry("drivers.maccor_macnet:open_from_station",
+                                     "hardware_sim.macnet_sim:simulate_for_station",
+                                     program_check="drivers.maccor_macnet:check_program"),
     },
 }
 

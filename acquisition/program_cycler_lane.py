@@ -46,7 +46,9 @@ def program_of(steps: Sequence[CyclerStep], label: str) -> ChannelProgram:
     """The cell's plan steps as one vendor-neutral program with the protocol's limits (pure)."""
     return ChannelProgram(label=label, limits=limits_of(steps[0]), steps=tuple(
         ProgramStep(index=s.index, mode=s.mode, current_a=s.current_a, end_capacity_ah=s.end_capacity_ah,
-                    end_voltage_v=s.end_voltage_v, end_time_s=s.end_time_s, sample_interval_s=s.sample_interval_s)
+                    end_voltage_v=s.end_voltage_v, end_time_s=s.end_time_s, sample_interval_s=s.sample_interval_s,
+                    control=s.control, hold_voltage_v=s.hold_voltage_v, end_current_a=s.end_current_a,
+                    end_dvdt_v_per_s=s.end_dvdt_v_per_s, ends_loop=s.loop_exit is not None)
         for s in steps))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
-from .program_cycler import ChannelProgram, ProgramRefused, ProgramStep
+from .program_cycler import ChannelProgram, ProgramRefused, ProgramStep, not_compiled_reason
 
 STEP_TYPE = {"charge": 1, "discharge": 2, "rest": 4}
 LOOP_TYPE, END_TYPE = 5, 6
@@ -34,6 +34,8 @@ VendorStep = ProgramStep | LoopStep
 def refusal(steps: Sequence[ProgramStep]) -> ProgramRefused | None:
     """The first step a Neware step file cannot hold, as ProgramRefused; None when all fit (pure)."""
     for step in steps:
+        if (reason := not_compiled_reason(step)) is not None:
+            return ProgramRefused(step.index, reason)
         if step.mode == "rest":
             if step.end_capacity_ah is not None or step.end_voltage_v is not None:
                 return ProgramRefused(step.index, "a Neware rest step (Step_Type 4) ends on time only")

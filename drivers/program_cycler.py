@@ -29,6 +29,23 @@ class ProgramStep:
     end_voltage_v: float | None
     end_time_s: float | None
     sample_interval_s: float
+    control: Literal["current", "voltage"] = "current"
+    hold_voltage_v: float | None = None
+    end_current_a: float | None = None
+    end_dvdt_v_per_s: float | None = None
+    ends_loop: bool = False
+    """After this step a loop's end condition (CE, capacity fade, a pulse at its cut-off) is judged."""
+
+
+def not_compiled_reason(step: ProgramStep) -> str | None:
+    """What a step asks that exsylab does not yet compile into any vendor program (the dialects refuse it)."""
+    if step.control == "voltage":
+        return "a constant-voltage hold is not compiled into this vendor's program yet (it runs on a Keithley 2450)"
+    if step.end_dvdt_v_per_s is not None:
+        return "a rest that ends on dV/dt is not compiled into this vendor's program yet"
+    if step.ends_loop:
+        return "a loop end condition (CE, capacity fade, a GITT cut-off) is not compiled into this vendor's program yet"
+    return None
 
 
 @dataclass(frozen=True)
