@@ -38,6 +38,7 @@ class Watch:
     state: ChannelState | None = None
     error: Exception | None = None
     next_due: float = float("-inf")
+    _polls_since_records: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> tuple[list[ProgramRecord], ChannelState | None, Exception | None]:
@@ -50,13 +51,19 @@ class Watch:
         """Poll the channel once; True when the lane has something to act on."""
         try:
             state = self.channel.state()
-            records = self.channel.records_after(self.last_id)
+            changed = self.state is None or (state.state, state.step_index) != (self.state.state, self.state.step_index)
+            self._polls_since_records += 1
+            # records at every step change and whenever the channel is not running; in between every Nth poll
+            # (a driver that must download a whole data file for them says how seldom, `records_poll_every`)
+            due = self._polls_since_records >= self.channel.records_poll_every
+            records = self.channel.records_after(self.last_id) if changed or due or state.state != "running" else []
+            if changed or due or state.state != "running":
+                self._polls_since_records = 0
         except (InstrumentError, OSError) as exc:
             with self._lock:
                 self.error = exc
             return True
         with self._lock:
-            changed = self.state is None or (state.state, state.step_index) != (self.state.state, self.state.step_index)
             self.state = state
             if records:
                 self.records.extend(records)

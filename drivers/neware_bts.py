@@ -228,6 +228,8 @@ def release_session(session: BtsSession) -> None:
 class NewareChannel:
     """One cell channel (device, sub-device, channel) of a BTS server, as the program-cycler lane uses it."""
 
+    records_poll_every = 1  # `download` returns only the records after a sequence number: cheap every poll
+
     def __init__(self, channel: str, session: BtsSession, key: Key, step_dir: Path, step_dir_on_server: str) -> None:
         self.channel = channel
         self.session = session

@@ -102,6 +102,8 @@ class ProgramCycler(Protocol):
     """One channel of a program-running cycler, as the cycler lane uses it."""
 
     channel: str
+    records_poll_every: int
+    """Fetch records at every Nth status poll (and at every step change): 1 where records are cheap."""
 
     def preflight(self) -> str:
         """One line naming the instrument and channel, or raise CyclerError saying why it cannot be used."""

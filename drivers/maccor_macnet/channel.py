@@ -87,6 +87,10 @@ def _int(result: dict[str, Any], key: str) -> int:
 class MaccorChannel:
     """Channel `channel` (1-based, as the tester's screen numbers it) of the Maccor tester at host:json_port."""
 
+    records_poll_every = 10
+    """MacNet cannot read part of a file: each fetch of new records downloads the whole data file, so records
+    are fetched at every step change and otherwise every 10th status poll (the tester enforces the limits)."""
+
     def __init__(self, host: str, json_port: int, channel: int, *, clock: Any, binary_port: int | None = None,
                  timeout_s: float = 3.0, retries: int = 2, retry_wait_s: float = 0.2) -> None:
         if channel < 1:
