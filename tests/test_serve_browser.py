@@ -56,6 +56,9 @@ def test_page_follows_a_running_series_and_pause_needs_the_token(browser, tmp_pa
     try:
         page.goto(served.url)
         page.wait_for_function("document.getElementById('connection').textContent === 'live'", timeout=WAIT_MS)
+        # the name arrives with the first state, which may follow 'live' on a loaded machine
+        page.wait_for_function("document.getElementById('station-name').textContent !== 'exsylab station'",
+                               timeout=WAIT_MS)
         assert page.inner_text("#station-name") == "simulated station"
         # queue from the page: refused without the token, accepted with it
         page.fill("#add-paths", f"{SHORT}, {CYCLING}")
