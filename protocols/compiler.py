@@ -31,7 +31,7 @@ from .mas_calibration import MasCalibrationProtocol
 from .nmr_steps import Acquisition1D, FitCalibration, Spectrum1D, T1Measurement
 from .plan import (Acquire2D, CyclerStep, D1Rule, LoopExit, MoveTemperature, NmrAcquisition, Plan, PointPolicy, Stability, Step,
                    Template, WaitStable)
-from .station import StationSpec, simulated_station
+from .station import SpectrometerSpec, StationSpec, VtSpec, simulated_station
 from .timing import exsy_acquisition_s, ramp_s, spectrum_1d_s, t1_series_s
 from .vt_series import ExsyEntry, Spectrum1DEntry, T1Entry, VtSeriesProtocol
 
@@ -97,18 +97,29 @@ def order_temperatures(temperatures_k: list[float], policy: str, start_k: float)
     return indices
 
 
-def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+def _nmr_station(kind: str, station: StationSpec, source, field: str,
+                 temperatures_k: Sequence[tuple[str, float]]) -> tuple[SpectrometerSpec, VtSpec]:
+    """The station's spectrometer and VT, refusing a station without them or a temperature outside the probe's range.
+
+    `temperatures_k` holds (field, kelvin) pairs, e.g. ("temperatures[2]", 333.15); `field` names the list.
+    """
     if station.spectrometer is None:
-        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
+        raise InputError(source, "kind", kind, f"station {station.name!r} has no spectrometer")
     if station.vt is None:
-        raise InputError(source, "temperatures", None, f"station {station.name!r} has no VT unit")
+        raise InputError(source, field, None, f"station {station.name!r} has no VT unit")
     vt = station.vt
-    grid = p.grid()
-    for i, (temperature_k, _) in enumerate(grid):
+    for where, temperature_k in temperatures_k:
         if not vt.limits.min_k <= temperature_k <= vt.limits.max_k:
-            field = f"points[{i}].temperature" if p.points is not None else f"temperatures[{i}]"
-            raise InputError(source, field, f"{temperature_k:g} K",
+            raise InputError(source, where, f"{temperature_k:g} K",
                              f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    return station.spectrometer, vt
+
+
+def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
+    grid = p.grid()
+    spectrometer, vt = _nmr_station(p.kind, station, source, "temperatures",
+                                    [(f"points[{i}].temperature" if p.points is not None else f"temperatures[{i}]", t)
+                                     for i, (t, _) in enumerate(grid)])
     acq = p.acquisition
     ramp = vt.planned_ramp_k_per_min
     eq = p.equilibration
@@ -151,7 +162,7 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
             estimate_s = exsy_acquisition_s(
                 ns=acq.ns, ds=acq.ds, td1=acq.td1, td2=acq.td2, d1_s=acq.d1_s, mixing_time_s=mixing_time_s,
                 in0_s=acq.t1_increment_s, sw_ppm=acq.sw_ppm, sfo1_mhz=acq.sfo1_mhz, fn_mode=acq.fn_mode,
-                overhead_s=station.spectrometer.acquisition_overhead_s,
+                overhead_s=spectrometer.acquisition_overhead_s,
             )
             title = p.title.format(name=p.name, dataset=p.dataset, temperature_k=temperature_k,
                                    mixing_time_s=mixing_time_s, expno=expno)
@@ -167,16 +178,9 @@ def _compile_exsy(p: VtExsyProtocol, station: StationSpec, source, start_index: 
 
 def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
     """Per temperature: move, wait, then the experiments block in order (1D, T1, EXSY points with a D1 rule)."""
-    if station.spectrometer is None:
-        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
-    if station.vt is None:
-        raise InputError(source, "temperatures", None, f"station {station.name!r} has no VT unit")
-    vt = station.vt
-    for i, temperature_k in enumerate(p.temperatures_k):
-        if not vt.limits.min_k <= temperature_k <= vt.limits.max_k:
-            raise InputError(source, f"temperatures[{i}]", f"{temperature_k:g} K",
-                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
-    overhead_s = station.spectrometer.acquisition_overhead_s
+    spectrometer, vt = _nmr_station(p.kind, station, source, "temperatures",
+                                    [(f"temperatures[{i}]", t) for i, t in enumerate(p.temperatures_k)])
+    overhead_s = spectrometer.acquisition_overhead_s
     eq = p.equilibration
     calibration = vt.calibration_for(p.mas_rate_hz_of(p.experiments[0]))
     current_k = calibration.sample_k(vt.ambient_k) if calibration else vt.ambient_k
@@ -274,15 +278,8 @@ def _compile_series(p: VtSeriesProtocol, station: StationSpec, source, start_ind
 
 def _compile_calibration(p: MasCalibrationProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
     """Per set point (ascending): move, wait, the thermometer's 1D; then the fit that writes the station file."""
-    if station.spectrometer is None:
-        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
-    if station.vt is None:
-        raise InputError(source, "setpoints", None, f"station {station.name!r} has no VT unit")
-    vt = station.vt
-    for i, setpoint_k in enumerate(p.setpoints_k):
-        if not vt.limits.min_k <= setpoint_k <= vt.limits.max_k:
-            raise InputError(source, f"setpoints[{i}]", f"{setpoint_k:g} K",
-                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    spectrometer, vt = _nmr_station(p.kind, station, source, "setpoints",
+                                    [(f"setpoints[{i}]", t) for i, t in enumerate(p.setpoints_k)])
     meter, spectrum = p.thermometer, p.spectrum
     if spectrum.o1p_ppm is not None:  # the line, from the set point to CALIBRATION_HEATING_MARGIN_K above it, in the window
         for i, setpoint_k in enumerate(p.setpoints_k):
@@ -292,7 +289,7 @@ def _compile_calibration(p: MasCalibrationProtocol, station: StationSpec, source
                     raise InputError(source, f"setpoints[{i}]", f"{setpoint_k:g} K",
                                      f"puts the {meter.nucleus} line at {shift_ppm:.1f} ppm at {sample_k:g} K, outside "
                                      f"the spectral window (o1p {spectrum.o1p_ppm:g} ± sw/2 = {spectrum.sw_ppm / 2:g} ppm)")
-    overhead_s = station.spectrometer.acquisition_overhead_s
+    overhead_s = spectrometer.acquisition_overhead_s
     eq = p.equilibration
     stability = Stability(tolerance_k=eq.tolerance_k, hold_s=eq.hold_s, timeout_s=eq.timeout_s)
     policy = PointPolicy(on_collision=p.expno.on_collision, on_vt_excursion="reacquire", excursion_tolerance_k=2.0)
@@ -331,15 +328,8 @@ def _compile_calibration(p: MasCalibrationProtocol, station: StationSpec, source
 
 def _compile_adaptive(p: AdaptiveExsyProtocol, station: StationSpec, source, start_index: int) -> list[Step]:
     """One step holding the whole closed loop; its estimate is the budget (the run stops by then)."""
-    if station.spectrometer is None:
-        raise InputError(source, "kind", p.kind, f"station {station.name!r} has no spectrometer")
-    if station.vt is None:
-        raise InputError(source, "temperatures", None, f"station {station.name!r} has no VT unit")
-    vt = station.vt
-    for i, temperature_k in enumerate(p.temperatures_k):
-        if not vt.limits.min_k <= temperature_k <= vt.limits.max_k:
-            raise InputError(source, f"temperatures[{i}]", f"{temperature_k:g} K",
-                             f"outside the probe's range {vt.limits.min_k:g}..{vt.limits.max_k:g} K (station {station.name!r})")
+    spectrometer, vt = _nmr_station(p.kind, station, source, "temperatures",
+                                    [(f"temperatures[{i}]", t) for i, t in enumerate(p.temperatures_k)])
     a, eq = p.acquisition, p.equilibration
     calibration = vt.calibration_for(a.mas_rate_hz)
     step = AdaptiveExsy(
@@ -360,7 +350,7 @@ def _compile_adaptive(p: AdaptiveExsyProtocol, station: StationSpec, source, sta
         budget_s=p.budget_s, max_points=p.max_points, expno_start=p.expno.start,
         start_k=calibration.sample_k(vt.ambient_k) if calibration else vt.ambient_k,
         ramp_k_per_min=vt.planned_ramp_k_per_min, settle_estimate_s=vt.settle_estimate_s,
-        overhead_s=station.spectrometer.acquisition_overhead_s)
+        overhead_s=spectrometer.acquisition_overhead_s)
     seeds_s, at_k = 0.0, step.start_k
     for temperature_k, mixing_time_s in step.seed_points():
         seeds_s += step.move_s(at_k, temperature_k) + step.acquisition_s(mixing_time_s)
